@@ -1,0 +1,30 @@
+# The two commands a user needs: `make run` (the gateway on http://127.0.0.1:7071,
+# with the ACS emulator embedded) and `make test` (the whole suite). Both set
+# themselves up: a virtual environment in .venv and the npm tools in node_modules.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_READY := $(VENV)/.ready
+NODE_READY := node_modules/.ready
+
+.PHONY: run test emulator bench clean
+
+$(PY_READY): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+run: $(PY_READY)
+	$(BIN)/python -m devtools.localhost
+
+emulator: $(PY_READY)
+	$(BIN)/python -m devtools.acs_emulator
+
+test: $(PY_READY)
+	$(BIN)/python -m pytest
+
+bench: $(PY_READY)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .hypothesis

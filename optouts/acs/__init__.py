@@ -1,0 +1,33 @@
+"""A client for the Azure Communication Services SMS opt-out API."""
+
+from .client import ACS_SCOPE, DEFAULT_API_VERSION, MAX_RECIPIENTS_PER_CALL, OptOutsClient
+from .credentials import AccessKeyCredential, InvalidConnectionStringError, StaticAccessKey, parse_connection_string
+from .errors import (
+    AcsAuthenticationError,
+    AcsBadRequestError,
+    AcsThrottledError,
+    AcsTransientError,
+    AcsUnavailableError,
+    OptOutsError,
+)
+from .models import Operation, RecipientOutcome, RecipientResult
+
+__all__ = [
+    "ACS_SCOPE",
+    "DEFAULT_API_VERSION",
+    "MAX_RECIPIENTS_PER_CALL",
+    "AccessKeyCredential",
+    "AcsAuthenticationError",
+    "AcsBadRequestError",
+    "AcsThrottledError",
+    "AcsTransientError",
+    "AcsUnavailableError",
+    "InvalidConnectionStringError",
+    "Operation",
+    "OptOutsClient",
+    "OptOutsError",
+    "RecipientOutcome",
+    "RecipientResult",
+    "StaticAccessKey",
+    "parse_connection_string",
+]

@@ -1,0 +1,1 @@
+"""Azure Functions adapters: translate triggers into `optouts` use-cases and back."""

@@ -1,0 +1,76 @@
+"""HTTP answers: JSON bodies and problem details, and the one place that turns
+failures into them so no caller ever sees a stack trace."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import azure.functions as func
+
+from optouts.config import SettingsError
+from optouts.problems import Problem, new_trace_id
+
+_logger = logging.getLogger("optouts.http")
+
+JSON_TYPES = ("application/json", "text/json")
+
+
+def json_response(body: Any, *, status: int = 200, trace_id: str) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        status_code=status,
+        mimetype="application/json",
+        charset="utf-8",
+        headers={"x-trace-id": trace_id},
+    )
+
+
+def problem_response(problem: Problem, *, trace_id: str) -> func.HttpResponse:
+    headers = {"x-trace-id": trace_id}
+    if problem.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(problem.retry_after)))
+    return func.HttpResponse(
+        json.dumps(problem.to_dict(trace_id), ensure_ascii=False, separators=(",", ":")),
+        status_code=problem.status,
+        mimetype="application/problem+json",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def misconfiguration_problem(error: SettingsError) -> Problem:
+    return Problem(503, "GatewayMisconfigured", "Gateway misconfigured",
+                   f"{error}. An operator must fix the app setting; the request was not processed.",
+                   retry_after=60)
+
+
+def guarded(handler: Callable[[func.HttpRequest, str], func.HttpResponse]) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """Run `handler(request, trace_id)`, turning every failure into problem details."""
+
+    def run(req: func.HttpRequest) -> func.HttpResponse:
+        trace_id = new_trace_id(req.headers.get("traceparent"))
+        try:
+            return handler(req, trace_id)
+        except Problem as problem:
+            return problem_response(problem, trace_id=trace_id)
+        except SettingsError as error:
+            _logger.error("configuration error: %s", error)
+            return problem_response(misconfiguration_problem(error), trace_id=trace_id)
+        except Exception:  # a bug: log it, answer without details
+            _logger.exception("unhandled error (traceId %s)", trace_id)
+            problem = Problem(500, "InternalError", "Internal error",
+                              "the gateway failed unexpectedly; the traceId identifies the failure in its logs")
+            return problem_response(problem, trace_id=trace_id)
+
+    return run
+
+
+def require_json(req: func.HttpRequest) -> None:
+    content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type and not (content_type in JSON_TYPES or content_type.endswith("+json")):
+        raise Problem(415, "UnsupportedMediaType", "Unsupported media type",
+                      "send the body as JSON with Content-Type: application/json")

@@ -1,0 +1,11 @@
+"""The Azure Functions entry point: create the app and register the blueprints.
+
+Kept deliberately thin and light to import; the logic lives in `optouts`.
+"""
+
+import azure.functions as func
+
+from blueprints.http_api import blueprint as http_api
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(http_api)

@@ -1,0 +1,81 @@
+"""One service per worker process, built lazily from app settings.
+
+Building is deferred to the first call so that `import function_app` stays light
+(cold start) and a broken setting is reported as an answer, not a crash at import.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from .config import AuthMode, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from .acs import OptOutsClient
+    from .service import OptOutService
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+_service: "OptOutService | None" = None
+
+
+def get_settings() -> Settings:
+    global _settings
+    if _settings is None:
+        with _lock:
+            if _settings is None:
+                _settings = Settings.from_environ()
+    return _settings
+
+
+def get_service() -> "OptOutService":
+    global _service
+    if _service is None:
+        settings = get_settings()
+        with _lock:
+            if _service is None:
+                from .service import OptOutService
+
+                _service = OptOutService(build_client(settings))
+    return _service
+
+
+def build_client(settings: Settings) -> "OptOutsClient":
+    from .acs import InvalidConnectionStringError, OptOutsClient
+
+    options = {
+        "api_version": settings.api_version,
+        "max_concurrency": settings.max_concurrency,
+        "time_budget": settings.time_budget_seconds,
+    }
+    if settings.auth_mode is AuthMode.CONNECTION_STRING:
+        assert settings.acs_connection_string is not None
+        try:
+            return OptOutsClient.from_connection_string(settings.acs_connection_string, **options)
+        except InvalidConnectionStringError as error:
+            raise SettingsError("ACS_CONNECTION_STRING", str(error)) from None
+    if settings.auth_mode is AuthMode.MANAGED_IDENTITY:
+        from azure.identity import DefaultAzureCredential
+
+        assert settings.acs_endpoint is not None
+        if not settings.acs_endpoint.lower().startswith(("https://", "http://")):
+            raise SettingsError("ACS_ENDPOINT", "must start with https://")
+        return OptOutsClient(
+            settings.acs_endpoint,
+            DefaultAzureCredential(),
+            allow_insecure_bearer=settings.allow_insecure_bearer,
+            **options,
+        )
+    from .keyvault import build_key_vault_client
+
+    return build_key_vault_client(settings, **options)
+
+
+def reset() -> None:
+    """Forget the cached settings and service (tests, and after a configuration change)."""
+    global _settings, _service
+    with _lock:
+        service, _service, _settings = _service, None, None
+    if service is not None:
+        service.client.close()

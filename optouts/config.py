@@ -20,6 +20,8 @@ DEFAULT_TIME_BUDGET_SECONDS = 60.0
 DEFAULT_SECRET_CACHE_SECONDS = 300.0
 DEFAULT_REQUESTS_QUEUE = "optout-requests"
 DEFAULT_RESULTS_QUEUE = "optout-results"
+DEFAULT_RESULTS_CONTAINER = "optout-results"
+DEFAULT_QUEUE_TIME_BUDGET_SECONDS = 20.0
 DEFAULT_AUDIT_TABLE = "optoutaudit"
 
 KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
@@ -57,8 +59,6 @@ class Settings:
     max_concurrency: int
     max_body_bytes: int
     time_budget_seconds: float
-    requests_queue: str
-    results_queue: str
     audit_table: str
     audit_checks: bool
 
@@ -115,8 +115,6 @@ class Settings:
             max_concurrency=int(_number(env, "OPTOUT_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, minimum=1)),
             max_body_bytes=int(_number(env, "OPTOUT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1024)),
             time_budget_seconds=_number(env, "OPTOUT_TIME_BUDGET_SECONDS", DEFAULT_TIME_BUDGET_SECONDS, minimum=1),
-            requests_queue=_text(env, "OPTOUT_REQUESTS_QUEUE") or DEFAULT_REQUESTS_QUEUE,
-            results_queue=_text(env, "OPTOUT_RESULTS_QUEUE") or DEFAULT_RESULTS_QUEUE,
             audit_table=_text(env, "OPTOUT_AUDIT_TABLE") or DEFAULT_AUDIT_TABLE,
             audit_checks=_flag(env, "OPTOUT_AUDIT_CHECKS"),
         )
@@ -134,6 +132,29 @@ class Settings:
             "maxNumbers": self.max_numbers,
             "maxConcurrency": self.max_concurrency,
         }
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """Where queued requests come from and results go. Independent of how ACS is
+    reached, so a `failed` result can be published even when ACS settings are broken."""
+
+    requests_queue: str
+    results_queue: str
+    results_container: str
+    time_budget_seconds: float
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "QueueSettings":
+        env = os.environ if environ is None else environ
+        return cls(
+            requests_queue=_text(env, "OPTOUT_REQUESTS_QUEUE") or DEFAULT_REQUESTS_QUEUE,
+            results_queue=_text(env, "OPTOUT_RESULTS_QUEUE") or DEFAULT_RESULTS_QUEUE,
+            results_container=_text(env, "OPTOUT_RESULTS_CONTAINER") or DEFAULT_RESULTS_CONTAINER,
+            time_budget_seconds=_number(
+                env, "OPTOUT_QUEUE_TIME_BUDGET_SECONDS", DEFAULT_QUEUE_TIME_BUDGET_SECONDS, minimum=1
+            ),
+        )
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:

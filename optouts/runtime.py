@@ -9,15 +9,17 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .config import AuthMode, Settings, SettingsError
+from .config import AuthMode, QueueSettings, Settings, SettingsError
 
 if TYPE_CHECKING:
     from .acs import OptOutsClient
+    from .queued_requests import QueuedRequestProcessor
     from .service import OptOutService
 
 _lock = threading.Lock()
 _settings: Settings | None = None
 _service: "OptOutService | None" = None
+_processor: "QueuedRequestProcessor | None" = None
 
 
 def get_settings() -> Settings:
@@ -39,6 +41,31 @@ def get_service() -> "OptOutService":
 
                 _service = OptOutService(build_client(settings))
     return _service
+
+
+def get_queue_processor(max_dequeue_count: int) -> "QueuedRequestProcessor":
+    """The queue processor; storage clients are built once, ACS settings read per message
+    so that a fixed setting is picked up without losing messages."""
+    global _processor
+    if _processor is None:
+        with _lock:
+            if _processor is None:
+                from .queued_requests import QueuedRequestProcessor, ResultPublisher
+                from .storage import blob_container_client, queue_client
+
+                queue_settings = QueueSettings.from_environ()
+                publisher = ResultPublisher(
+                    queue_client(queue_settings.results_queue),
+                    blob_container_client(queue_settings.results_container),
+                )
+                _processor = QueuedRequestProcessor(
+                    settings=get_settings,
+                    service=get_service,
+                    publisher=publisher,
+                    max_dequeue_count=max_dequeue_count,
+                    time_budget=queue_settings.time_budget_seconds,
+                )
+    return _processor
 
 
 def build_client(settings: Settings) -> "OptOutsClient":
@@ -74,8 +101,8 @@ def build_client(settings: Settings) -> "OptOutsClient":
 
 def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
-    global _settings, _service
+    global _settings, _service, _processor
     with _lock:
-        service, _service, _settings = _service, None, None
+        service, _service, _settings, _processor = _service, None, None, None
     if service is not None:
         service.client.close()

@@ -97,6 +97,8 @@ class OptOutsClient:
         self._read_timeout = read_timeout
         self._is_bearer = not hasattr(credential, "get_key")
         self._enforce_https = not allow_insecure_bearer
+        if self._is_bearer and self._enforce_https and not self._endpoint.lower().startswith("https://"):
+            raise ValueError("bearer tokens are only sent over https unless allow_insecure_bearer=True (local use)")
 
         if self._is_bearer:
             auth_policy = BearerTokenCredentialPolicy(credential, ACS_SCOPE)  # type: ignore[arg-type]

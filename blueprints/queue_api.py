@@ -1,0 +1,47 @@
+"""Queue-triggered function: opt-out requests dropped on a Storage queue."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import azure.functions as func
+
+from optouts.config import QueueSettings
+
+blueprint = func.Blueprint()
+
+#: The host's own default when host.json does not set maxDequeueCount.
+HOST_DEFAULT_MAX_DEQUEUE_COUNT = 5
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+
+
+@lru_cache(maxsize=1)
+def max_dequeue_count() -> int:
+    """The host moves a message to the poison queue after this many failed deliveries;
+    the function must know it to publish `failed` on the last one. Like the host, an
+    `AzureFunctionsJobHost__...` app setting overrides host.json."""
+    override = os.environ.get("AzureFunctionsJobHost__extensions__queues__maxDequeueCount", "").strip()
+    if override.isdigit():
+        return int(override)
+    try:
+        host = json.loads(HOST_JSON.read_text(encoding="utf-8"))
+        return int(host["extensions"]["queues"]["maxDequeueCount"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return HOST_DEFAULT_MAX_DEQUEUE_COUNT
+
+
+@blueprint.function_name("ProcessOptOutRequest")
+@blueprint.queue_trigger(
+    arg_name="msg",
+    queue_name=QueueSettings.from_environ().requests_queue,
+    connection="AzureWebJobsStorage",
+)
+def process_opt_out_request(msg: func.QueueMessage) -> None:
+    from optouts.queued_requests import QueuedMessage
+    from optouts.runtime import get_queue_processor
+
+    processor = get_queue_processor(max_dequeue_count())
+    processor.process(QueuedMessage(id=msg.id or "", body=msg.get_body(), dequeue_count=msg.dequeue_count or 1))

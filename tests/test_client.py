@@ -1,0 +1,236 @@
+"""The opt-out client against the ACS emulator over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+
+import pytest
+from azure.core.credentials import AccessToken
+
+from devtools.acs_emulator import AcsEmulator, FaultConfig
+from optouts.acs import (
+    AcsAuthenticationError,
+    AcsBadRequestError,
+    AcsThrottledError,
+    AcsUnavailableError,
+    InvalidConnectionStringError,
+    OptOutsClient,
+    RecipientOutcome,
+    StaticAccessKey,
+    parse_connection_string,
+)
+
+from .conftest import SENDER, fast_client
+
+
+def numbers(count: int, start: int = 0) -> list[str]:
+    return [f"+1425555{n:04d}" for n in range(start, start + count)]
+
+
+def calls(emulator: AcsEmulator) -> int:
+    return emulator.stats["total_calls"]
+
+
+@pytest.mark.parametrize(("count", "expected_calls"), [(0, 0), (1, 1), (100, 1), (101, 2), (250, 3)])
+def test_chunks_of_at_most_100(emulator: AcsEmulator, client: OptOutsClient, count: int, expected_calls: int) -> None:
+    recipients = numbers(count)
+    results = client.add(SENDER, recipients)
+    assert [r.to for r in results] == recipients
+    assert all(r.outcome is RecipientOutcome.SUCCEEDED and r.status_code == 200 for r in results)
+    assert calls(emulator) == expected_calls
+    assert emulator.opted_out(SENDER) == set(recipients)
+
+
+def test_duplicates_are_sent_once_and_reported_for_every_occurrence(
+    emulator: AcsEmulator, client: OptOutsClient
+) -> None:
+    distinct = numbers(50)
+    recipients = distinct * 3
+    results = client.check(SENDER, recipients)
+    assert [r.to for r in results] == recipients
+    assert calls(emulator) == 1
+    assert emulator.stats["recipients"]["check"] == 50
+
+
+def test_check_reports_state_in_input_order(emulator: AcsEmulator, client: OptOutsClient) -> None:
+    emulator.seed_opt_outs(SENDER, ["+14255550002", "+14255550004"])
+    results = client.check(SENDER, numbers(5))
+    assert [r.is_opted_out for r in results] == [False, False, True, False, True]
+
+
+def test_remove_then_check(emulator: AcsEmulator, client: OptOutsClient) -> None:
+    emulator.seed_opt_outs(SENDER, numbers(3))
+    client.remove(SENDER, numbers(2))
+    assert emulator.opted_out(SENDER) == {"+14255550002"}
+
+
+def test_per_recipient_400_is_final(emulator: AcsEmulator, client: OptOutsClient) -> None:
+    results = client.add(SENDER, ["+14255550100", "12345"])
+    assert results[0].outcome is RecipientOutcome.SUCCEEDED
+    assert (results[1].outcome, results[1].status_code) == (RecipientOutcome.REJECTED, 400)
+    assert results[1].error_message
+    assert calls(emulator) == 1
+
+
+def test_concurrency_is_bounded(emulator: AcsEmulator) -> None:
+    emulator.faults = FaultConfig(latency_seconds=0.05)
+    with fast_client(emulator.connection_string, max_concurrency=3) as client:
+        results = client.add(SENDER, numbers(2_000))
+    assert all(r.succeeded for r in results)
+    assert calls(emulator) == 20
+    assert 1 < emulator.stats["max_concurrent"] <= 3
+
+
+def test_whole_call_throttling_is_retried_then_typed(emulator: AcsEmulator) -> None:
+    emulator.faults = FaultConfig(throttle_rate=1.0, retry_after_seconds=0.01)
+    with fast_client(emulator.connection_string, retry_total=2) as client:
+        with pytest.raises(AcsThrottledError) as raised:
+            client.remove(SENDER, numbers(3))
+    assert raised.value.retry_after is not None
+    assert calls(emulator) == 3
+
+
+def test_whole_call_5xx_is_retried_then_typed(emulator: AcsEmulator) -> None:
+    emulator.faults = FaultConfig(server_error_rate=1.0, server_error_status=503)
+    with fast_client(emulator.connection_string, retry_total=2) as client:
+        with pytest.raises(AcsUnavailableError) as raised:
+            client.add(SENDER, numbers(3))
+    assert raised.value.status_code == 503
+    assert calls(emulator) == 3
+
+
+def test_transient_faults_recover_through_retries(emulator: AcsEmulator) -> None:
+    emulator.faults = FaultConfig(throttle_rate=0.3, server_error_rate=0.2, recipient_error_rate=0.3,
+                                  retry_after_seconds=0.01, seed=7)
+    with fast_client(emulator.connection_string, retry_total=8, recipient_retry_rounds=8) as client:
+        results = client.add(SENDER, numbers(500))
+    assert [r.to for r in results] == numbers(500)
+    assert all(r.outcome is RecipientOutcome.SUCCEEDED for r in results)
+    assert emulator.opted_out(SENDER) == set(numbers(500))
+
+
+def test_persistent_per_recipient_errors_end_failed_after_bounded_rounds(emulator: AcsEmulator) -> None:
+    emulator.faults = FaultConfig(recipient_error_rate=1.0)
+    with fast_client(emulator.connection_string, recipient_retry_rounds=2) as client:
+        results = client.add(SENDER, numbers(150))
+    assert all(r.outcome is RecipientOutcome.FAILED and r.status_code == 500 for r in results)
+    assert calls(emulator) == 2 * 3  # two chunks, each tried once plus two rounds
+    assert emulator.opted_out(SENDER) == set()
+
+
+def test_every_recipient_gets_a_definite_outcome_under_mixed_faults(emulator: AcsEmulator) -> None:
+    emulator.faults = FaultConfig(throttle_rate=0.2, server_error_rate=0.2, recipient_error_rate=0.5,
+                                  retry_after_seconds=0.01, seed=3)
+    with fast_client(emulator.connection_string, retry_total=1, recipient_retry_rounds=1) as client:
+        try:
+            results = client.add(SENDER, numbers(1_000) + ["bogus"])
+        except (AcsThrottledError, AcsUnavailableError):
+            pytest.fail("some chunks got through, so the operation must report per recipient")
+    assert len(results) == 1_001
+    assert {r.outcome for r in results} <= set(RecipientOutcome)
+    assert results[-1].outcome is RecipientOutcome.REJECTED
+    opted_out = emulator.opted_out(SENDER)
+    for result in results[:-1]:
+        assert (result.to in opted_out) == (result.outcome is RecipientOutcome.SUCCEEDED)
+
+
+def test_wrong_key_is_an_authentication_error_without_the_key(emulator: AcsEmulator, caplog: pytest.LogCaptureFixture) -> None:
+    wrong_key = base64.b64encode(b"not-the-emulator-key-at-all-1234").decode()
+    caplog.set_level(logging.DEBUG)
+    with fast_client(f"endpoint={emulator.endpoint}/;accesskey={wrong_key}") as client:
+        with pytest.raises(AcsAuthenticationError) as raised:
+            client.add(SENDER, numbers(250))
+    assert wrong_key not in str(raised.value)
+    assert wrong_key not in caplog.text
+    assert calls(emulator) <= 3  # no retry storm: at most the chunks already in flight
+
+
+def test_unknown_sender_is_an_authentication_error(emulator: AcsEmulator, client: OptOutsClient) -> None:
+    with pytest.raises(AcsAuthenticationError):
+        client.add("+18005559999", numbers(1))
+
+
+def test_rotated_key_is_picked_up_by_updating_the_credential(emulator: AcsEmulator) -> None:
+    endpoint, key = parse_connection_string(emulator.connection_string)
+    credential = StaticAccessKey(key)
+    with OptOutsClient(endpoint, credential) as client:
+        assert client.add(SENDER, numbers(1))[0].succeeded
+        new_key = emulator.rotate_access_key()
+        with pytest.raises(AcsAuthenticationError):
+            client.add(SENDER, numbers(1))
+        credential.update(new_key)
+        assert client.add(SENDER, numbers(1))[0].succeeded
+
+
+class _FixedToken:
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        self.scopes.append(scopes)
+        return AccessToken(self.token, 4_102_444_800)
+
+
+def test_bearer_token_over_http_only_when_allowed(emulator: AcsEmulator) -> None:
+    emulator.bearer_tokens.add("token-for-tests")
+    credential = _FixedToken("token-for-tests")
+    with pytest.raises(ValueError):
+        OptOutsClient(emulator.endpoint, credential)
+    with OptOutsClient(emulator.endpoint, credential, allow_insecure_bearer=True) as client:
+        assert client.add(SENDER, numbers(1))[0].succeeded
+    assert credential.scopes[0] == ("https://communication.azure.com//.default",)
+
+
+def test_rejected_bearer_token(emulator: AcsEmulator) -> None:
+    with OptOutsClient(emulator.endpoint, _FixedToken("nope"), allow_insecure_bearer=True) as client:
+        with pytest.raises(AcsAuthenticationError):
+            client.add(SENDER, numbers(1))
+
+
+def test_unknown_api_version_is_a_bad_request(emulator: AcsEmulator) -> None:
+    with fast_client(emulator.connection_string, api_version="1999-01-01") as client:
+        with pytest.raises(AcsBadRequestError):
+            client.add(SENDER, numbers(1))
+
+
+def test_closed_port_is_unavailable_within_the_budget() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    key = base64.b64encode(b"k" * 32).decode()
+    with fast_client(f"endpoint=http://127.0.0.1:{port}/;accesskey={key}", retry_total=2) as client:
+        with pytest.raises(AcsUnavailableError) as raised:
+            client.add(SENDER, numbers(1))
+    assert raised.value.status_code is None
+
+
+def test_hanging_service_is_bounded_by_the_time_budget(emulator: AcsEmulator) -> None:
+    emulator.faults = FaultConfig(hang_seconds=5)
+    with fast_client(emulator.connection_string, time_budget=1.0) as client:
+        with pytest.raises(AcsUnavailableError):
+            client.check(SENDER, numbers(1))
+
+
+@pytest.mark.parametrize(
+    "connection_string",
+    [
+        "",
+        "endpoint=https://x.communication.azure.com/",
+        "accesskey=cHc=",
+        "endpoint=ftp://x/;accesskey=cHc=",
+        "endpoint=https://x/;accesskey=not base64!",
+        "garbage",
+    ],
+)
+def test_bad_connection_strings(connection_string: str) -> None:
+    with pytest.raises(InvalidConnectionStringError) as raised:
+        OptOutsClient.from_connection_string(connection_string)
+    assert "not base64!" not in str(raised.value)
+
+
+def test_connection_string_endpoint_keeps_port() -> None:
+    endpoint, key = parse_connection_string("Endpoint=http://127.0.0.1:8089/;AccessKey=cHc=")
+    assert (endpoint, key) == ("http://127.0.0.1:8089", "cHc=")

@@ -15,6 +15,7 @@ from .acs import (
     AcsBadRequestError,
     AcsThrottledError,
     AcsTransientError,
+    CredentialUnavailableError,
     Operation,
     OptOutsClient,
     RecipientOutcome,
@@ -109,6 +110,11 @@ class OptOutService:
             _logger.error("ACS rejected a %s call as malformed: %s", command.action.value, error)
             raise Problem(502, "AcsRejectedRequest", "Upstream rejected the request",
                           "Azure Communication Services rejected the gateway's call") from None
+        except CredentialUnavailableError as error:
+            _logger.error("the gateway could not get its credentials: %s", error)
+            raise Problem(503, "CredentialsUnavailable", "Gateway credentials unavailable",
+                          "the gateway could not obtain its credentials for Azure Communication Services; "
+                          "retry later", retry_after=DEFAULT_RETRY_AFTER_SECONDS) from None
         except AcsTransientError as error:
             code = "AcsThrottled" if isinstance(error, AcsThrottledError) else "AcsUnavailable"
             _logger.warning("ACS failed every %s call after retries (%s)", command.action.value, code)

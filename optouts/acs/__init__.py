@@ -8,6 +8,7 @@ from .errors import (
     AcsThrottledError,
     AcsTransientError,
     AcsUnavailableError,
+    CredentialUnavailableError,
     OptOutsError,
 )
 from .models import Operation, RecipientOutcome, RecipientResult
@@ -22,6 +23,7 @@ __all__ = [
     "AcsThrottledError",
     "AcsTransientError",
     "AcsUnavailableError",
+    "CredentialUnavailableError",
     "InvalidConnectionStringError",
     "Operation",
     "OptOutsClient",

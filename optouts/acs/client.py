@@ -22,7 +22,7 @@ from typing import Any
 import requests
 from azure.core import PipelineClient
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.core.pipeline.policies import (
     BearerTokenCredentialPolicy,
     HeadersPolicy,
@@ -36,7 +36,14 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .credentials import AccessKeyCredential, StaticAccessKey, parse_connection_string
-from .errors import AcsAuthenticationError, AcsBadRequestError, AcsThrottledError, AcsUnavailableError
+from .errors import (
+    AcsAuthenticationError,
+    AcsBadRequestError,
+    AcsThrottledError,
+    AcsUnavailableError,
+    CredentialUnavailableError,
+    OptOutsError,
+)
 from .models import Operation, RecipientOutcome, RecipientResult
 from .policies import DEADLINE_OPTION, DeadlineRetryPolicy, HmacSigningPolicy
 
@@ -251,8 +258,11 @@ class OptOutsClient:
             options["enforce_https"] = self._enforce_https
         try:
             response = self._pipeline_client.send_request(request, **options)
-        except AcsAuthenticationError:
+        except OptOutsError:
             raise
+        except ClientAuthenticationError as error:
+            # Raised by a token credential (managed identity, Entra ID) before anything was sent.
+            raise CredentialUnavailableError(f"could not get a token for ACS ({type(error).__name__})") from None
         except AzureError as error:
             # Connection errors and timeouts that outlived the retry policy.
             return _whole_call_failure(chunk, None, None, f"no answer from ACS ({type(error).__name__})")

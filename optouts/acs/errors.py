@@ -18,6 +18,11 @@ class AcsAuthenticationError(OptOutsError, ClientAuthenticationError):
     """ACS rejected the gateway's credentials (401/403) or the sender is not one it owns."""
 
 
+class CredentialUnavailableError(OptOutsError):
+    """The gateway could not obtain its own credentials (Key Vault or the identity
+    endpoint failed). Nothing was sent to ACS. The message never contains a secret."""
+
+
 class AcsBadRequestError(OptOutsError):
     """ACS rejected a whole call as malformed (400). A bug or an API change: never retried."""
 

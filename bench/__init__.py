@@ -1,0 +1,1 @@
+"""Benchmarks, run with `make bench`; results land in bench/RESULTS.md and bench/results.json."""

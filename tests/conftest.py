@@ -35,3 +35,67 @@ def fast_client(connection_string: str, **options: object) -> OptOutsClient:
 def client(emulator: AcsEmulator) -> Iterator[OptOutsClient]:
     with fast_client(emulator.connection_string) as opened:
         yield opened
+
+
+# -- suite-wide log scan ------------------------------------------------------------
+# Every log record emitted anywhere in the suite is kept and, when the session ends,
+# scanned for secrets and unmasked phone numbers: any hit fails the run.
+
+import logging  # noqa: E402
+import re  # noqa: E402
+
+_SENDERS = {SENDER, OTHER_SENDER, "+18005559999", "+18005550199"}
+_LEAK_PATTERNS = {
+    "access key or token": re.compile(r"accesskey=[A-Za-z0-9+/=]{8,}|Bearer\s+[A-Za-z0-9._-]{8,}|Signature=[A-Za-z0-9+/=]{20,}", re.I),
+    "base64 key material": re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{42,}={0,2}(?![A-Za-z0-9+/])"),
+    # Bounded so that request ids, versions and addresses do not look like numbers.
+    "phone number": re.compile(r"(?<![\w\-.:/])\+?\d{10,15}(?![\w\-.:])"),
+}
+
+
+class _KeepAll(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record that cannot format is not a leak
+            return
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" {record.exc_info[1]}"
+        self.lines.append(f"{record.name}: {text}")
+
+
+_all_logs = _KeepAll()
+
+
+def find_leaks(lines: list[str]) -> list[str]:
+    leaks = []
+    for line in lines:
+        for what, pattern in _LEAK_PATTERNS.items():
+            for match in pattern.finditer(line):
+                found = match.group(0)
+                if what == "phone number" and ("+" + found.lstrip("+") in _SENDERS or found in _SENDERS):
+                    continue
+                leaks.append(f"{what}: {line[:300]}")
+    return leaks
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    root = logging.getLogger()
+    root.addHandler(_all_logs)
+    root.setLevel(logging.DEBUG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leaks = find_leaks(_all_logs.lines)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"log scan: {len(_all_logs.lines)} log records scanned, {len(leaks)} leaks")
+    if leaks:
+        if reporter is not None:
+            for leak in leaks[:20]:
+                reporter.write_line(f"LEAK {leak}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

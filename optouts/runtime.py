@@ -83,14 +83,14 @@ def build_client(settings: Settings) -> "OptOutsClient":
         except InvalidConnectionStringError as error:
             raise SettingsError("ACS_CONNECTION_STRING", str(error)) from None
     if settings.auth_mode is AuthMode.MANAGED_IDENTITY:
-        from azure.identity import DefaultAzureCredential
+        from .identity import gateway_credential
 
         assert settings.acs_endpoint is not None
         if not settings.acs_endpoint.lower().startswith(("https://", "http://")):
             raise SettingsError("ACS_ENDPOINT", "must start with https://")
         return OptOutsClient(
             settings.acs_endpoint,
-            DefaultAzureCredential(),
+            gateway_credential(),
             allow_insecure_bearer=settings.allow_insecure_bearer,
             **options,
         )

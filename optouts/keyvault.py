@@ -46,6 +46,11 @@ VAULT_PIPELINE_OPTIONS: dict[str, Any] = {
     "read_timeout": 10.0,
 }
 
+#: After a 401-driven read found the vault still holding the rejected key, further
+#: 401s for that key wait this long (or the cache period, if shorter) before reading
+#: again: the vault is not re-read once per failing request while it lags behind ACS.
+REJECTED_KEY_RECHECK_SECONDS = 30.0
+
 
 class KeyVaultUnavailableError(CredentialUnavailableError, ClientAuthenticationError):
     """The connection string could not be read from Key Vault.
@@ -80,9 +85,8 @@ class KeyVaultAccessKey:
         self._endpoint: str | None = None
         self._key: bytes | None = None
         self._read_at = 0.0
-        # A key a rejection-triggered read found still current in the vault: further
-        # rejections of it wait for the cache to expire instead of hammering the vault.
-        self._confirmed_after_rejection: bytes | None = None
+        # When a 401-driven read last found the rejected key still in the vault.
+        self._stale_key_confirmed_at: float | None = None
 
     @property
     def source(self) -> str:
@@ -109,12 +113,14 @@ class KeyVaultAccessKey:
             if self._key != rejected_key:
                 # Someone already refreshed past the rejected key (or the cache did).
                 return True
-            if self._confirmed_after_rejection == rejected_key:
+            recheck_after = min(REJECTED_KEY_RECHECK_SECONDS, self._cache_seconds)
+            confirmed_at = self._stale_key_confirmed_at
+            if confirmed_at is not None and self._clock() - confirmed_at < recheck_after:
                 return False
             self._read_locked()
             if self._key == rejected_key:
                 _logger.warning("ACS rejected the access key and %s still holds the same key", self.source)
-                self._confirmed_after_rejection = rejected_key
+                self._stale_key_confirmed_at = self._clock()
                 return False
             _logger.info("ACS rejected the access key; re-read %s and found a new key", self.source)
             return True
@@ -134,7 +140,7 @@ class KeyVaultAccessKey:
             self._endpoint = endpoint
         self._key = key
         self._read_at = self._clock()
-        self._confirmed_after_rejection = None
+        self._stale_key_confirmed_at = None
 
     def _fetch_secret(self) -> str:
         try:

@@ -21,6 +21,21 @@ from ._server import JsonHandler, LocalServer
 APP_SERVICE_API_VERSION = "2019-08-01"
 TOKEN_PATH = "/msi/token"
 
+#: Variables that would make azure-identity use another credential or another managed
+#: identity protocol than this endpoint's; unset them while using the stand-in.
+CONFLICTING_ENVIRONMENT = (
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_USERNAME",
+    "AZURE_PASSWORD",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_TENANT_ID",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+)
+
 
 @dataclass(frozen=True)
 class TokenRequest:

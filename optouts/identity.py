@@ -14,8 +14,9 @@ from typing import Any
 
 from azure.identity import DefaultAzureCredential
 
-#: Pipeline options for every request the credential makes to an identity endpoint.
-IDENTITY_PIPELINE_OPTIONS: dict[str, Any] = {
+#: Pipeline options for requests a caller waits on: to the identity endpoint, and to
+#: Key Vault (`optouts.keyvault`). Failing in seconds beats holding the invocation.
+BOUNDED_PIPELINE_OPTIONS: dict[str, Any] = {
     "retry_total": 2,
     "retry_backoff_factor": 0.25,
     "retry_backoff_max": 2.0,
@@ -25,4 +26,4 @@ IDENTITY_PIPELINE_OPTIONS: dict[str, Any] = {
 
 
 def gateway_credential() -> DefaultAzureCredential:
-    return DefaultAzureCredential(**IDENTITY_PIPELINE_OPTIONS)
+    return DefaultAzureCredential(**BOUNDED_PIPELINE_OPTIONS)

@@ -32,19 +32,9 @@ from .acs import InvalidConnectionStringError, OptOutsClient
 from .acs.credentials import decode_access_key, parse_connection_string
 from .acs.errors import CredentialUnavailableError
 from .config import Settings, SettingsError
-from .identity import gateway_credential
+from .identity import BOUNDED_PIPELINE_OPTIONS, gateway_credential
 
 _logger = logging.getLogger(__name__)
-
-#: Bounded retries and timeouts for vault reads: a read happens while a caller (and,
-#: at build time, every other caller) waits, so it must fail in seconds, not minutes.
-VAULT_PIPELINE_OPTIONS: dict[str, Any] = {
-    "retry_total": 2,
-    "retry_backoff_factor": 0.25,
-    "retry_backoff_max": 2.0,
-    "connection_timeout": 5.0,
-    "read_timeout": 10.0,
-}
 
 #: After a 401-driven read found the vault still holding the rejected key, further
 #: 401s for that key wait this long (or the cache period, if shorter) before reading
@@ -162,6 +152,11 @@ class KeyVaultAccessKey:
             ) from None
         except AzureError as error:
             raise KeyVaultUnavailableError(f"could not read {self.source} ({type(error).__name__})") from None
+        except ValueError:
+            # The SDK's check that the challenge's resource matches the vault's host failed.
+            raise KeyVaultUnavailableError(
+                f"could not read {self.source}: the vault's authentication challenge names another resource"
+            ) from None
         if not value:
             raise KeyVaultUnavailableError(f"{self.source} is empty")
         return value
@@ -197,7 +192,8 @@ def secret_client(vault_url: str, credential: TokenCredential) -> SecretClient:
         vault_url,
         credential,
         verify_challenge_resource=not _is_loopback(parts.hostname),
-        **VAULT_PIPELINE_OPTIONS,
+        # A vault read holds up its caller (at build time, every caller): fail in seconds.
+        **BOUNDED_PIPELINE_OPTIONS,
     )
 
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
+from azure.keyvault.secrets import SecretClient
 
 from devtools.acs_emulator import AcsEmulator
 from devtools.azure_standins import KeyVaultStandIn, ManagedIdentityStandIn
@@ -346,6 +347,17 @@ def test_malformed_secret_is_reported_without_its_value(azure: Azure) -> None:
     with pytest.raises(CredentialUnavailableError, match="not a valid ACS connection string") as raised:
         key_vault_client()
     assert "not base64 at all" not in str(raised.value)
+
+
+def test_challenge_for_another_resource_is_refused_when_verified(azure: Azure) -> None:
+    # What every non-loopback vault gets: the SDK's challenge check, which the stand-in's
+    # challenge (resource vault.azure.net, host 127.0.0.1) does not pass.
+    verified = SecretClient(azure.vault.url, gateway_credential(), verify_challenge_resource=True)
+    credential = KeyVaultAccessKey(verified, SECRET_NAME, cache_seconds=300)
+    with pytest.raises(CredentialUnavailableError, match="challenge names another resource"):
+        credential.get_key()
+    assert azure.reads() == 0
+    assert azure.identity.request_count() == 0  # no token was handed out for the wrong host
 
 
 def test_key_vault_url_must_be_https() -> None:

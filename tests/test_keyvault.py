@@ -153,7 +153,8 @@ def test_rotated_key_is_picked_up_without_restart(azure: Azure, caplog: pytest.L
     assert azure.reads() == 2  # exactly one more vault read, triggered by ACS's 401
     assert check_number().status_code == 200
     assert azure.reads() == 2
-    assert_no_secrets(caplog.text, old_key, new_key, azure.identity.token_for(VAULT_RESOURCE))
+    assert_no_secrets(caplog.text, old_key, new_key, azure.identity.token_for(VAULT_RESOURCE),
+                      azure.identity.identity_header)
 
 
 def test_key_rotated_in_acs_but_not_yet_in_the_vault_is_502_without_hammering_the_vault(azure: Azure) -> None:

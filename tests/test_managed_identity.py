@@ -77,6 +77,7 @@ def test_call_with_a_user_assigned_identity_succeeds(azure: Azure, caplog: pytes
     assert {request.client_id for request in azure.identity.requests} == {CLIENT_ID}
     assert {request.resource.rstrip("/") for request in azure.identity.requests} == {ACS_RESOURCE}
     assert azure.acs_token not in caplog.text
+    assert azure.identity.identity_header not in caplog.text
 
 
 def test_token_is_reused_across_calls(azure: Azure) -> None:

@@ -14,16 +14,21 @@ $(PY_READY): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-run: $(PY_READY)
+# Azurite (the Storage emulator) comes from npm, pinned in package-lock.json.
+$(NODE_READY): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(PY_READY) $(NODE_READY)
 	$(BIN)/python -m devtools.localhost
 
 emulator: $(PY_READY)
 	$(BIN)/python -m devtools.acs_emulator
 
-test: $(PY_READY)
+test: $(PY_READY) $(NODE_READY)
 	$(BIN)/python -m pytest
 
-bench: $(PY_READY)
+bench: $(PY_READY) $(NODE_READY)
 	$(BIN)/python -m bench
 
 clean:

@@ -1,0 +1,71 @@
+"""`python -m devtools.acs_emulator`: run the ACS emulator until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import signal
+import threading
+
+from .server import AcsEmulator, FaultConfig
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m devtools.acs_emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8089)
+    parser.add_argument("--access-key", help="base64 access key (default: random)")
+    parser.add_argument("--owned-sender", action="append", dest="owned_senders",
+                        help="a sender this resource owns (repeatable; default: any sender)")
+    parser.add_argument("--bearer-token", action="append", default=[], dest="bearer_tokens")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--throttle-rate", type=float, default=0.0)
+    parser.add_argument("--retry-after", type=float, default=1.0, help="seconds, sent with 429s")
+    parser.add_argument("--server-error-rate", type=float, default=0.0)
+    parser.add_argument("--recipient-error-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--state-file", help="persist the opt-out lists to this JSON file")
+    parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    args = parser.parse_args(argv)
+    if not args.allow_remote and not _is_loopback(args.host):
+        parser.error("the emulator is a development tool: bind a loopback address or pass --allow-remote")
+
+    faults = FaultConfig(
+        latency_seconds=args.latency_ms / 1000,
+        throttle_rate=args.throttle_rate,
+        retry_after_seconds=args.retry_after,
+        server_error_rate=args.server_error_rate,
+        recipient_error_rate=args.recipient_error_rate,
+        seed=args.seed,
+    )
+    emulator = AcsEmulator(
+        access_key=args.access_key,
+        owned_senders=args.owned_senders,
+        bearer_tokens=args.bearer_tokens,
+        faults=faults,
+        state_file=args.state_file,
+        host=args.host,
+        port=args.port,
+    )
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    with emulator:
+        print(f"ACS emulator listening on {emulator.endpoint}", flush=True)
+        print(f"ACS_CONNECTION_STRING={emulator.connection_string}", flush=True)
+        while not stopping.wait(0.5):
+            pass
+    print("ACS emulator stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -20,8 +20,12 @@ from .conftest import OTHER_SENDER, SENDER
 Call = Callable[..., func.HttpResponse]
 
 
+# `get_functions()` may be called once per app: the library remembers the names it indexed.
+_FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
 def registered_functions() -> dict[str, object]:
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+    return _FUNCTIONS
 
 
 @pytest.fixture

@@ -370,7 +370,14 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length > 0 else b""
             status, headers, payload = emulator.handle(self.command, self.path, self.headers, body)
-            data = json.dumps(payload).encode("utf-8")
+        except (ConnectionError, binascii.Error, ValueError):
+            stats.leave(status)
+            self.close_connection = True
+            return
+        # Counted before answering, so a caller that has its answer sees it in the stats.
+        stats.leave(status)
+        data = json.dumps(payload).encode("utf-8")
+        try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
@@ -379,10 +386,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
-        except (ConnectionError, binascii.Error, ValueError):
+        except ConnectionError:
             self.close_connection = True
-        finally:
-            stats.leave(status)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by design
         return

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from optouts.acs.models import Operation
 from optouts.problems import Problem
 
 from .responses import guarded, json_response, require_json
@@ -12,14 +11,16 @@ from .responses import guarded, json_response, require_json
 blueprint = func.Blueprint()
 
 
-def _bulk(action: Operation, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
+def _bulk(action: str, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
+    # Imported on first use: the client's dependencies are not needed to index the app (cold start).
+    from optouts.acs.models import Operation
     from optouts.commands import decode_json, parse_command
     from optouts.runtime import get_service, get_settings
 
     require_json(req)
     settings = get_settings()
     payload = decode_json(req.get_body(), max_bytes=settings.max_body_bytes)
-    command = parse_command(payload, settings, action=action)
+    command = parse_command(payload, settings, action=Operation(action))
     report = get_service().execute(command)
     return json_response(report.to_dict(), trace_id=trace_id)
 
@@ -28,27 +29,28 @@ def _bulk(action: Operation, req: func.HttpRequest, trace_id: str) -> func.HttpR
 @blueprint.route(route="optouts/remove", methods=["POST"])
 @guarded
 def remove_opt_outs(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
-    return _bulk(Operation.REMOVE, req, trace_id)
+    return _bulk("remove", req, trace_id)
 
 
 @blueprint.function_name("AddOptOuts")
 @blueprint.route(route="optouts/add", methods=["POST"])
 @guarded
 def add_opt_outs(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
-    return _bulk(Operation.ADD, req, trace_id)
+    return _bulk("add", req, trace_id)
 
 
 @blueprint.function_name("CheckOptOuts")
 @blueprint.route(route="optouts/check", methods=["POST"])
 @guarded
 def check_opt_outs(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
-    return _bulk(Operation.CHECK, req, trace_id)
+    return _bulk("check", req, trace_id)
 
 
 @blueprint.function_name("GetOptOutStatus")
 @blueprint.route(route="optouts/{phoneNumber}", methods=["GET"])
 @guarded
 def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
+    from optouts.acs.models import Operation
     from optouts.commands import OptOutCommand, resolve_sender
     from optouts.problems import validation_problem
     from optouts.runtime import get_service, get_settings

@@ -41,11 +41,14 @@ def render(results: dict[str, object]) -> str:
     ]
     for figure in overhead.values():
         lines.append(f"| {figure.name} | {figure.runs} | {figure.ms()} |")
+    budgets = {1: 1.5, 100: 2.0}
     for size in (1, 100):
         raw = overhead[f"raw http.client, {size} recipients"].median
         client = overhead[f"OptOutsClient, {size} recipients"].median
+        gateway = overhead[f"HTTP function in-process, {size} recipients"].median
         lines.append("")
-        lines.append(f"Client / raw (medians), {size} recipients: **{client / raw:.2f}x**")
+        lines.append(f"{size} recipients, medians: client / raw **{client / raw:.2f}x**; "
+                     f"gateway / raw **{gateway / raw:.2f}x** (budget ≤ {budgets[size]}x)")
     figure = bulk["figure"]
     lines += [
         "",

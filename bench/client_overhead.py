@@ -1,6 +1,7 @@
-"""The opt-out client against a raw `http.client` POST, both to the ACS emulator.
+"""The gateway and the opt-out client against a raw `http.client` POST, all to the ACS emulator.
 
-1. Per-call overhead for 1 and 100 recipients, zero injected latency.
+1. Per-call overhead for 1 and 100 recipients, zero injected latency: the HTTP function
+   called in-process as the host calls it, the client alone, and the raw POST.
 2. Bulk: 10,000 recipients at 50 ms injected latency and concurrency 8, against the
    ideal ceil(chunks / concurrency) x latency, and the naive one-chunk-at-a-time time.
 """
@@ -60,16 +61,44 @@ class RawPoster:
         self._connection.close()
 
 
+class InProcessGateway:
+    """The RemoveOptOuts function called the way the Functions host calls it."""
+
+    def __init__(self, connection_string: str) -> None:
+        import os
+
+        import function_app
+        from devtools.indexing import indexed_functions
+        from optouts import runtime
+
+        os.environ.update({"ACS_CONNECTION_STRING": connection_string, "OPTOUT_DEFAULT_SENDER": SENDER})
+        runtime.reset()
+        self._remove = indexed_functions(function_app.app)["RemoveOptOuts"].get_user_function()
+
+    def post(self, numbers: list[str]) -> None:
+        import azure.functions as func
+
+        request = func.HttpRequest(
+            "POST", "http://127.0.0.1:7071/api/optouts/remove",
+            headers={"content-type": "application/json"},
+            body=json.dumps({"phoneNumbers": numbers}).encode(),
+        )
+        response = self._remove(request)
+        assert response.status_code == 200, response.get_body()
+
+
 def overhead(runs: int) -> dict[str, Figure]:
     figures: dict[str, Figure] = {}
     with AcsEmulator() as emulator, OptOutsClient.from_connection_string(emulator.connection_string) as client:
         raw = RawPoster(emulator.connection_string)
+        gateway = InProcessGateway(emulator.connection_string)
         try:
             for size in (1, 100):
                 numbers = recipients(size)
                 measured = interleaved(runs, {
                     f"raw http.client, {size} recipients": lambda: raw.post(numbers),
                     f"OptOutsClient, {size} recipients": lambda: client.remove(SENDER, numbers),
+                    f"HTTP function in-process, {size} recipients": lambda: gateway.post(numbers),
                 })
                 figures.update(measured)
         finally:

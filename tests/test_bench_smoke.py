@@ -6,6 +6,6 @@ from bench.__main__ import render, run, to_json
 def test_benchmarks_run_and_render() -> None:
     results = run(smoke=True)
     report = render(results)
-    assert "Client / raw (medians), 100 recipients" in report
+    assert "100 recipients, medians: client / raw" in report
     assert "Naive one chunk at a time" in report
     assert '"overhead"' in to_json(results)

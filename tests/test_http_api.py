@@ -13,6 +13,7 @@ import pytest
 
 import function_app
 from devtools.acs_emulator import AcsEmulator, FaultConfig
+from devtools.indexing import indexed_functions
 from optouts import runtime
 
 from .conftest import OTHER_SENDER, SENDER
@@ -20,12 +21,8 @@ from .conftest import OTHER_SENDER, SENDER
 Call = Callable[..., func.HttpResponse]
 
 
-# `get_functions()` may be called once per app: the library remembers the names it indexed.
-_FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
-
-
 def registered_functions() -> dict[str, object]:
-    return _FUNCTIONS
+    return indexed_functions(function_app.app)
 
 
 @pytest.fixture

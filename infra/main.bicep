@@ -1,0 +1,263 @@
+// SMS opt-out gateway: everything it needs in one resource group.
+//
+// Resource-group scope so the same file serves `azd up` (azd asks for, or creates, the
+// group: AZURE_RESOURCE_GROUP) and `az deployment group create`.
+targetScope = 'resourceGroup'
+
+@minLength(1)
+@maxLength(40)
+@description('Name of the environment (azd: AZURE_ENV_NAME); part of every resource name.')
+param environmentName string
+
+@description('Region for everything except ACS, which is global. Must offer Flex Consumption.')
+param location string = resourceGroup().location
+
+@description('Object id of the deploying user, to grant the same data access for local runs and debugging. Empty: no user access.')
+param principalId string = ''
+
+@description('How the gateway reaches ACS: its managed identity (no key anywhere), the connection string read from Key Vault at run time, or a Key Vault reference resolved by the platform.')
+@allowed(['managed-identity', 'key-vault', 'key-vault-reference'])
+param acsAuthMode string = 'managed-identity'
+
+@description('Where ACS stores data at rest.')
+param acsDataLocation string = 'United States'
+
+@description('Sender (toll-free number, E.164) used when a request names none. Usually empty on the first deployment: numbers are bought after ACS exists.')
+param defaultSender string = ''
+
+@description('Comma-separated senders callers may act for; empty means just the default sender.')
+param allowedSenders string = ''
+
+@description('Region used for numbers written without a leading +.')
+@minLength(2)
+@maxLength(2)
+param defaultRegion string = 'US'
+
+@description('Most numbers in one request or queue message.')
+@minValue(1)
+param maxNumbers int = 10000
+
+@description('ACS calls in flight at once for one operation.')
+@minValue(1)
+@maxValue(64)
+param maxConcurrency int = 8
+
+@description('Largest accepted request body, in bytes.')
+@minValue(1024)
+param maxBodyBytes int = 1048576
+
+@description('Time budget of one HTTP operation, retries included, in seconds.')
+@minValue(1)
+param timeBudgetSeconds int = 60
+
+@description('Time budget of one queue delivery, in seconds.')
+@minValue(1)
+param queueTimeBudgetSeconds int = 20
+
+@description('How long the connection string read from Key Vault is cached (key-vault mode), in seconds.')
+@minValue(0)
+param secretCacheSeconds int = 300
+
+@description('ACS REST api-version for the opt-out API.')
+param acsApiVersion string = '2026-01-23'
+
+@description('Write an audit record for check operations too, not only for add and remove.')
+param auditChecks bool = false
+
+@description('Most Flex Consumption instances.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+// Queue, container and table names match the code's defaults (optouts/config.py).
+var requestsQueueName = 'optout-requests'
+var resultsQueueName = 'optout-results'
+var resultsContainerName = 'optout-results'
+var auditTableName = 'optoutaudit'
+var deploymentContainerName = 'app-package'
+var acsSecretName = 'acs-connection-string'
+
+var usesKeyVault = acsAuthMode != 'managed-identity'
+
+// Short, stable, unique per subscription + group + environment, so redeploys update
+// in place and two environments never collide on globally unique names.
+var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var tags = { 'azd-env-name': environmentName }
+
+var names = {
+  identity: 'id-optout-${token}'
+  logAnalytics: 'log-optout-${token}'
+  applicationInsights: 'appi-optout-${token}'
+  storage: take('stoptout${token}', 24)
+  keyVault: take('kv-optout-${token}', 24)
+  communication: 'acs-optout-${token}'
+  plan: 'plan-optout-${token}'
+  functionApp: 'func-optout-${token}'
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  params: {
+    name: names.identity
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    logAnalyticsName: names.logAnalytics
+    applicationInsightsName: names.applicationInsights
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: names.storage
+    location: location
+    tags: tags
+    requestsQueueName: requestsQueueName
+    resultsQueueName: resultsQueueName
+    resultsContainerName: resultsContainerName
+    deploymentContainerName: deploymentContainerName
+    auditTableName: auditTableName
+  }
+}
+
+module communication 'modules/communication.bicep' = {
+  name: 'communication'
+  params: {
+    name: names.communication
+    dataLocation: acsDataLocation
+    tags: tags
+  }
+}
+
+module keyVault 'modules/key-vault.bicep' = {
+  name: 'key-vault'
+  params: {
+    name: names.keyVault
+    location: location
+    tags: tags
+  }
+}
+
+// Only the Key Vault modes need the key in the vault; in managed-identity mode no copy
+// of the ACS key is made at all.
+module acsSecret 'modules/acs-secret.bicep' = if (usesKeyVault) {
+  name: 'acs-secret'
+  params: {
+    keyVaultName: keyVault.outputs.name
+    communicationServiceName: communication.outputs.name
+    secretName: acsSecretName
+  }
+}
+
+// Who gets data access: always the app's identity; the deploying user if given.
+var appPrincipal = [{ principalId: identity.outputs.principalId, principalType: 'ServicePrincipal' }]
+var userPrincipal = empty(principalId) ? [] : [{ principalId: principalId, principalType: 'User' }]
+var principals = concat(appPrincipal, userPrincipal)
+
+module storageAccess 'modules/roles/storage-data-access.bicep' = {
+  name: 'storage-data-access'
+  params: {
+    storageAccountName: storage.outputs.name
+    principals: principals
+  }
+}
+
+module monitoringAccess 'modules/roles/monitoring-publisher-access.bicep' = {
+  name: 'monitoring-publisher-access'
+  params: {
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    principals: principals
+  }
+}
+
+// Each ACS path is granted only in the mode that uses it.
+module keyVaultAccess 'modules/roles/key-vault-secrets-access.bicep' = if (usesKeyVault) {
+  name: 'key-vault-secrets-access'
+  params: {
+    keyVaultName: keyVault.outputs.name
+    principals: principals
+  }
+}
+
+module communicationAccess 'modules/roles/communication-access.bicep' = if (!usesKeyVault) {
+  name: 'communication-access'
+  params: {
+    communicationServiceName: communication.outputs.name
+    principals: principals
+  }
+}
+
+module appSettings 'modules/app-settings.bicep' = {
+  name: 'app-settings'
+  params: {
+    acsAuthMode: acsAuthMode
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
+    acsEndpoint: communication.outputs.endpoint
+    keyVaultUri: keyVault.outputs.uri
+    acsSecretName: usesKeyVault ? acsSecretName : ''
+    acsSecretUri: usesKeyVault ? acsSecret.outputs.secretUri : ''
+    requestsQueueName: requestsQueueName
+    resultsQueueName: resultsQueueName
+    resultsContainerName: resultsContainerName
+    auditTableName: auditTableName
+    defaultSender: defaultSender
+    allowedSenders: allowedSenders
+    defaultRegion: toUpper(defaultRegion)
+    maxNumbers: maxNumbers
+    maxConcurrency: maxConcurrency
+    maxBodyBytes: maxBodyBytes
+    timeBudgetSeconds: timeBudgetSeconds
+    queueTimeBudgetSeconds: queueTimeBudgetSeconds
+    secretCacheSeconds: secretCacheSeconds
+    acsApiVersion: acsApiVersion
+    auditChecks: auditChecks
+  }
+}
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'function-app'
+  params: {
+    planName: names.plan
+    appName: names.functionApp
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    deploymentContainerUrl: storage.outputs.deploymentContainerUrl
+    maximumInstanceCount: maximumInstanceCount
+    useKeyVaultReferenceIdentity: acsAuthMode == 'key-vault-reference'
+    appSettings: appSettings.outputs.settings
+  }
+  // The host starts as soon as the site exists: grant its data access first, so the
+  // first start does not fail on storage, telemetry, the vault or ACS.
+  dependsOn: [
+    storageAccess
+    monitoringAccess
+    keyVaultAccess
+    communicationAccess
+  ]
+}
+
+// Outputs become azd environment values. None of them is a secret.
+output AZURE_LOCATION string = location
+output AZURE_RESOURCE_GROUP string = resourceGroup().name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_URL string = functionApp.outputs.url
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_KEY_VAULT_URI string = keyVault.outputs.uri
+output AZURE_COMMUNICATION_SERVICE_NAME string = communication.outputs.name
+output AZURE_COMMUNICATION_ENDPOINT string = communication.outputs.endpoint
+output OPTOUT_REQUESTS_QUEUE string = requestsQueueName
+output OPTOUT_RESULTS_QUEUE string = resultsQueueName
+output OPTOUT_POISON_QUEUE string = '${requestsQueueName}-poison'
+output OPTOUT_RESULTS_CONTAINER string = resultsContainerName
+output ACS_AUTH_MODE string = acsAuthMode

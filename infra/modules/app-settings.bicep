@@ -1,0 +1,107 @@
+// Every app setting the gateway reads (optouts/config.py, optouts/storage.py), in one
+// place. tests/infra checks this file against the code, so a new setting in the code
+// without a value here fails the build.
+//
+// This module deploys nothing: it only computes the settings, which function-app.bicep
+// sets on the site in the same request that creates it (no window in which the host
+// runs without its storage settings). Nothing here is a secret: in the Key Vault modes
+// the settings carry the vault and secret names, or a reference URI, never the value.
+//
+// Deliberately absent on Flex Consumption: FUNCTIONS_WORKER_RUNTIME,
+// FUNCTIONS_EXTENSION_VERSION and WEBSITE_RUN_FROM_PACKAGE, which that plan rejects
+// (functionAppConfig carries the runtime and the package location instead).
+
+@description('How the gateway reaches ACS.')
+@allowed(['managed-identity', 'key-vault', 'key-vault-reference'])
+param acsAuthMode string
+
+@description('Client id of the user-assigned identity the app runs as.')
+param identityClientId string
+
+param storageAccountName string
+param applicationInsightsConnectionString string
+
+@description('ACS endpoint, https://<name>.communication.azure.com.')
+param acsEndpoint string
+
+@description('Key Vault URI, used in key-vault mode.')
+param keyVaultUri string
+
+@description('Name of the secret holding the ACS connection string; empty in managed-identity mode.')
+param acsSecretName string
+
+@description('Versionless URI of that secret; empty in managed-identity mode.')
+param acsSecretUri string
+
+param requestsQueueName string
+param resultsQueueName string
+param resultsContainerName string
+param auditTableName string
+
+param defaultSender string
+param allowedSenders string
+param defaultRegion string
+param maxNumbers int
+param maxConcurrency int
+param maxBodyBytes int
+param timeBudgetSeconds int
+param queueTimeBudgetSeconds int
+param secretCacheSeconds int
+param acsApiVersion string
+param auditChecks bool
+
+// Settings that do not depend on how ACS is reached.
+var commonSettings = {
+  // Identity-based connection for the Functions host and for optouts/storage.py:
+  // no connection string, no account key.
+  AzureWebJobsStorage__accountName: storageAccountName
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+
+  // Entra-authenticated telemetry; the resource refuses the instrumentation key alone.
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+
+  // DefaultAzureCredential picks the user-assigned identity by this id.
+  AZURE_CLIENT_ID: identityClientId
+
+  ACS_API_VERSION: acsApiVersion
+  // Bearer tokens over plain http are for the local emulator only; pinned off in Azure.
+  ACS_ALLOW_INSECURE_BEARER: 'false'
+
+  OPTOUT_DEFAULT_SENDER: defaultSender
+  OPTOUT_ALLOWED_SENDERS: allowedSenders
+  OPTOUT_DEFAULT_REGION: defaultRegion
+  OPTOUT_MAX_NUMBERS: string(maxNumbers)
+  OPTOUT_MAX_CONCURRENCY: string(maxConcurrency)
+  OPTOUT_MAX_BODY_BYTES: string(maxBodyBytes)
+  OPTOUT_TIME_BUDGET_SECONDS: string(timeBudgetSeconds)
+  OPTOUT_QUEUE_TIME_BUDGET_SECONDS: string(queueTimeBudgetSeconds)
+  OPTOUT_REQUESTS_QUEUE: requestsQueueName
+  OPTOUT_RESULTS_QUEUE: resultsQueueName
+  OPTOUT_RESULTS_CONTAINER: resultsContainerName
+  OPTOUT_AUDIT_TABLE: auditTableName
+  OPTOUT_AUDIT_CHECKS: auditChecks ? 'true' : 'false'
+}
+
+// Exactly one way to reach ACS per mode; the code picks its mode from which of these
+// settings are present (optouts/config.py), so the others must stay unset.
+var managedIdentitySettings = {
+  ACS_ENDPOINT: acsEndpoint
+}
+
+var keyVaultSettings = {
+  KEY_VAULT_URL: keyVaultUri
+  ACS_CONNECTION_STRING_SECRET_NAME: acsSecretName
+  ACS_SECRET_CACHE_SECONDS: string(secretCacheSeconds)
+}
+
+var keyVaultReferenceSettings = {
+  // Resolved by the platform with the site's keyVaultReferenceIdentity.
+  ACS_CONNECTION_STRING: '@Microsoft.KeyVault(SecretUri=${acsSecretUri})'
+}
+
+var nonManagedIdentitySettings = acsAuthMode == 'key-vault' ? keyVaultSettings : keyVaultReferenceSettings
+var modeSettings = acsAuthMode == 'managed-identity' ? managedIdentitySettings : nonManagedIdentitySettings
+
+output settings object = union(commonSettings, modeSettings)

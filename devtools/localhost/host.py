@@ -1,0 +1,102 @@
+"""`LocalHost`: the indexed functions of a v2 app, served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .app_loader import HttpFunction, QueueFunction, load_app, read_functions
+from .host_config import HostConfig, load_host_config, parse_timespan
+from .http_server import FunctionsHttpServer
+from .invoker import Invoker
+from .queues import QueueListener
+
+#: Like the Python worker's PYTHON_THREADPOOL_THREAD_COUNT default on recent runtimes.
+DEFAULT_THREADS = 32
+
+
+class LocalHost:
+    def __init__(
+        self,
+        app_dir: str | os.PathLike[str] = ".",
+        app_module: str = "function_app",
+        port: int = 0,
+        function_keys: Mapping[str, str] | None = None,
+        master_key: str | None = None,
+        settings: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.app_dir = Path(app_dir).resolve()
+        self.app_module = app_module
+        self.function_keys = dict(function_keys) if function_keys else {"default": secrets.token_urlsafe(24)}
+        self.master_key = master_key or secrets.token_urlsafe(32)
+        self._settings = dict(settings or {})
+        self._address = (host, port)
+        self._server: FunctionsHttpServer | None = None
+        self._server_thread: threading.Thread | None = None
+        self._listeners: list[QueueListener] = []
+        self._invoker: Invoker | None = None
+        self.http_functions: list[HttpFunction] = []
+        self.queue_functions: list[QueueFunction] = []
+        self.config: HostConfig | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "the host is not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "LocalHost":
+        # App settings reach the app as environment variables, before it is imported (as in Azure).
+        os.environ.update(self._settings)
+        self.config = load_host_config(self.app_dir)
+        app = load_app(self.app_dir, self.app_module)
+        self.http_functions, self.queue_functions = read_functions(app)
+        timeout = self._function_timeout(self.config.raw)
+        self._invoker = Invoker(int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT") or DEFAULT_THREADS))
+        self._server = FunctionsHttpServer(
+            self._address,
+            functions=self.http_functions,
+            route_prefix=self.config.route_prefix,
+            function_keys=self.function_keys,
+            master_key=self.master_key,
+            invoker=self._invoker,
+            function_timeout=timeout,
+        )
+        self._server_thread = threading.Thread(target=self._server.serve_forever, name="localhost-http", daemon=True)
+        self._server_thread.start()
+        for function in self.queue_functions:
+            listener = QueueListener(function, self.config.queues, self._invoker, timeout)
+            listener.start()
+            self._listeners.append(listener)
+        return self
+
+    def stop(self) -> None:
+        for listener in self._listeners:
+            listener.stop()
+        self._listeners.clear()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._server_thread is not None:
+            self._server_thread.join(timeout=10)
+            self._server_thread = None
+        if self._invoker is not None:
+            self._invoker.close()
+            self._invoker = None
+
+    def __enter__(self) -> "LocalHost":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @staticmethod
+    def _function_timeout(raw: dict[str, Any]) -> float | None:
+        value = next((v for k, v in raw.items() if k.lower() == "functiontimeout"), None)
+        return parse_timespan(value) if value else None

@@ -1,0 +1,119 @@
+"""`python -m devtools.localhost`: run the function app locally, like `func start`.
+
+Loads `local.settings.json` Values (already-set environment variables win). When no
+way to reach ACS is configured, the ACS emulator runs embedded; when the app has
+queue triggers on development storage, Azurite runs embedded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+from .host import LocalHost
+
+ACS_SETTINGS = ("ACS_CONNECTION_STRING", "ACS_ENDPOINT", "KEY_VAULT_URL")
+EMULATOR_SENDER = "+18005550100"
+DEVELOPMENT_STORAGE = "usedevelopmentstorage=true"
+
+
+def load_local_settings(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
+    return {name: str(value) for name, value in values.items() if name not in os.environ}
+
+
+def parse_keys(pairs: list[str]) -> dict[str, str]:
+    keys = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator or not name.strip() or not value.strip():
+            raise SystemExit(f"function keys are NAME=VALUE, got {pair.split('=')[0]}=...")
+        keys[name.strip()] = value.strip()
+    return keys
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m devtools.localhost", description=__doc__)
+    parser.add_argument("--app-dir", default=".")
+    parser.add_argument("--app", default="function_app", help="module that defines `app`")
+    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument("--settings-file", default="local.settings.json")
+    parser.add_argument("--function-key", action="append", default=[], help="NAME=VALUE (repeatable)")
+    parser.add_argument("--master-key")
+    parser.add_argument("--azurite-location", help="persist Azurite's data here instead of in memory")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # azure-core logs every storage poll at INFO; keep the console for the app's own lines.
+    logging.getLogger("azure").setLevel(logging.WARNING)
+
+    app_dir = Path(args.app_dir).resolve()
+    settings = load_local_settings(app_dir / args.settings_file)
+    keys = parse_keys(args.function_key) or parse_keys(
+        [k for k in os.environ.get("LOCALHOST_FUNCTION_KEYS", "").split(",") if k.strip()]
+    )
+    master_key = args.master_key or os.environ.get("LOCALHOST_MASTER_KEY") or None
+    notes: list[str] = []
+
+    with ExitStack() as stack:
+        configured = {**settings, **os.environ}
+        if not any(configured.get(name, "").strip() for name in ACS_SETTINGS):
+            from devtools.acs_emulator import AcsEmulator
+
+            emulator = stack.enter_context(AcsEmulator())
+            settings["ACS_CONNECTION_STRING"] = emulator.connection_string
+            settings.setdefault("OPTOUT_DEFAULT_SENDER", configured.get("OPTOUT_DEFAULT_SENDER") or EMULATOR_SENDER)
+            notes.append(f"ACS emulator embedded at {emulator.endpoint} (no ACS setting was configured)")
+        storage = configured.get("AzureWebJobsStorage", "").replace(" ", "").lower()
+        if storage in ("", DEVELOPMENT_STORAGE):
+            from devtools.azurite import Azurite
+
+            azurite = stack.enter_context(Azurite(location=args.azurite_location,
+                                                  in_memory=args.azurite_location is None))
+            settings["AzureWebJobsStorage"] = azurite.connection_string
+            notes.append(f"Azurite embedded, queues at http://127.0.0.1:{azurite.queue_port}")
+
+        host = stack.enter_context(LocalHost(app_dir=app_dir, app_module=args.app, port=args.port,
+                                             function_keys=keys or None, master_key=master_key,
+                                             settings=settings))
+        print(banner(host, notes), flush=True)
+        stopping = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: stopping.set())
+        while not stopping.wait(0.5):
+            pass
+        print("Stopping...", flush=True)
+    print("Stopped.", flush=True)
+
+
+def banner(host: LocalHost, notes: list[str]) -> str:
+    key_name, key = next(iter(host.function_keys.items()))
+    prefix = f"{host.base_url}/{host.config.route_prefix}" if host.config and host.config.route_prefix else host.base_url
+    lines = ["", "Functions:"]
+    for function in host.http_functions:
+        methods = ",".join(sorted(function.methods)) or "ANY"
+        lines.append(f"  {function.name}: [{methods}] {prefix}/{function.route.template}  ({function.auth_level})")
+    for function in host.queue_functions:
+        lines.append(f"  {function.name}: queue {function.queue_name}")
+    lines += ["", f"Function key '{key_name}': {key}"]
+    lines += [f"Note: {note}" for note in notes]
+    example = next((f for f in host.http_functions if f.route.template == "optouts/check"), None)
+    lines += ["", "Try:"]
+    if example is not None:
+        lines.append(f"  curl -s -X POST '{prefix}/optouts/check' -H 'x-functions-key: {key}' "
+                     "-H 'content-type: application/json' -d '{\"phoneNumbers\":[\"+14255550100\"]}'")
+    elif host.http_functions:
+        lines.append(f"  curl -s '{prefix}/{host.http_functions[0].route.template}' -H 'x-functions-key: {key}'")
+    lines += ["", "Press Ctrl+C to stop."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

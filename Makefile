@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_READY := $(VENV)/.ready
 NODE_READY := node_modules/.ready
+# checkov pins many packages of its own, so it lives in a virtual environment apart.
+INFRA_VENV := .venv-infra
+INFRA_READY := $(INFRA_VENV)/.ready
 
 .PHONY: run test emulator bench clean
 
@@ -19,17 +22,22 @@ $(NODE_READY): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(INFRA_READY): requirements-infra.txt
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+	touch $@
+
 run: $(PY_READY) $(NODE_READY)
 	$(BIN)/python -m devtools.localhost
 
 emulator: $(PY_READY)
 	$(BIN)/python -m devtools.acs_emulator
 
-test: $(PY_READY) $(NODE_READY)
+test: $(PY_READY) $(NODE_READY) $(INFRA_READY)
 	$(BIN)/python -m pytest
 
 bench: $(PY_READY) $(NODE_READY)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .hypothesis
+	rm -rf $(VENV) $(INFRA_VENV) node_modules .pytest_cache .hypothesis

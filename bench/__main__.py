@@ -1,72 +1,141 @@
 """`python -m bench [--smoke]`: run the benchmarks side by side and write the results.
 
---smoke runs every benchmark at tiny sizes and writes nothing: it is part of
-`make test` so the benchmark code cannot rot. Timings are never asserted.
+Every figure is min/median/max over repeated runs, on loopback, against the ACS
+emulator (and Azurite for the queue), and is printed against its budget.
+--smoke runs everything at tiny sizes and writes nothing: it is part of `make test` so
+the benchmark code cannot rot. Timings are never asserted anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
-from . import client_overhead
-from .measure import machine
+from . import client_overhead, cold_start, queue_throughput
+from .measure import Figure, machine, summarize
 
 HERE = Path(__file__).resolve().parent
+BUDGETS = {
+    "overhead_1": 1.5,
+    "overhead_100": 2.0,
+    "bulk_vs_ideal": 1.2,
+    "cold_start_vs_bare_import": 1.5,
+    "queue_vs_azurite": 0.5,
+    "bulk_peak_rss_mb": 150.0,
+}
 
 
-def run(smoke: bool) -> dict[str, object]:
-    runs = 3 if smoke else 200
-    overhead = client_overhead.overhead(runs)
-    bulk = client_overhead.bulk(runs=1 if smoke else 5, count=300 if smoke else 10_000,
-                                latency=0.005 if smoke else 0.05)
-    return {"machine": machine(), "overhead": overhead, "bulk": bulk}
+def run(smoke: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine(), "smoke": smoke}
+    results["overhead"] = client_overhead.overhead(runs=3 if smoke else 300)
+    results["bulk"] = _bulk_in_child(count=300 if smoke else 10_000, latency_ms=5 if smoke else 50, runs=1 if smoke else 5)
+    results["cold_start"] = cold_start.cold_start(runs=1 if smoke else 10)
+    results["queue"] = queue_throughput.queue_throughput(count=20 if smoke else 1_000)
+    try:
+        from . import load  # the load benchmark (32 callers against the local host)
+    except ImportError:
+        load = None  # type: ignore[assignment]
+    if load is not None:
+        results["load"] = load.load(callers=4, requests=40) if smoke else load.load()
+    return results
 
 
-def render(results: dict[str, object]) -> str:
+def _bulk_in_child(count: int, latency_ms: float, runs: int) -> dict[str, Any]:
+    """In a fresh interpreter, so the peak RSS is the bulk run's own."""
+    output = subprocess.run(
+        [sys.executable, "-m", "bench.bulk", str(count), str(latency_ms), str(runs)],
+        check=True, capture_output=True, text=True, cwd=HERE.parent,
+    ).stdout
+    data = json.loads(output.strip().splitlines()[-1])
+    data["figure"] = summarize(f"remove {count} numbers via the HTTP function, {latency_ms:g} ms latency",
+                               data.pop("samples"))
+    return data
+
+
+def _verdict(value: float, budget: float, *, at_most: bool = True) -> str:
+    ok = value <= budget if at_most else value >= budget
+    return f"{'within' if ok else 'OVER'} budget ({'≤' if at_most else '≥'} {budget:g})"
+
+
+def render(results: dict[str, Any]) -> str:
     facts = results["machine"]
-    overhead = results["overhead"]
-    bulk = results["bulk"]
     lines = [
         "# Benchmark results",
         "",
-        f"Measured {facts['date']} on Python {facts['python']}, {facts['platform']}, {facts['cpus']} CPUs,",
-        "against the ACS emulator on 127.0.0.1. Reproduce with `make bench`.",
+        f"Measured {facts['date']} on Python {facts['python']}, {facts['platform']}, {facts['cpus']} CPUs.",
+        "Everything on 127.0.0.1; the ACS emulator and Azurite run as separate processes. Reproduce with `make bench`.",
+        "Figures are min / median / max; ratios compare medians measured side by side in this run.",
         "",
-        "## Client overhead (ms per call: min / median / max)",
+        "## 1. Overhead per request (ms), zero injected latency",
         "",
         "| what | runs | ms |",
         "| --- | --- | --- |",
     ]
-    for figure in overhead.values():
-        lines.append(f"| {figure.name} | {figure.runs} | {figure.ms()} |")
-    budgets = {1: 1.5, 100: 2.0}
+    overhead: dict[str, Figure] = results["overhead"]
+    lines += [f"| {f.name} | {f.runs} | {f.ms()} |" for f in overhead.values()]
+    lines.append("")
     for size in (1, 100):
         raw = overhead[f"raw http.client, {size} recipients"].median
         client = overhead[f"OptOutsClient, {size} recipients"].median
         gateway = overhead[f"HTTP function in-process, {size} recipients"].median
-        lines.append("")
-        lines.append(f"{size} recipients, medians: client / raw **{client / raw:.2f}x**; "
-                     f"gateway / raw **{gateway / raw:.2f}x** (budget ≤ {budgets[size]}x)")
-    figure = bulk["figure"]
+        ratio = gateway / raw
+        lines.append(f"- {size} number(s): gateway / raw = **{ratio:.2f}x**, {_verdict(ratio, BUDGETS[f'overhead_{size}'])}; "
+                     f"client alone / raw = {client / raw:.2f}x.")
+
+    bulk = results["bulk"]
+    figure: Figure = bulk["figure"]
+    ratio = figure.median / bulk["ideal"]
     lines += [
         "",
-        "## Bulk remove",
+        "## 2. Bulk remove",
         "",
-        f"{figure.name}: {figure.ms()} ms (min / median / max of {figure.runs}).",
-        f"Ideal ceil(chunks / concurrency) x latency = {bulk['ideal'] * 1e3:.0f} ms; "
-        f"median / ideal = **{figure.median / bulk['ideal']:.2f}x**.",
-        f"Naive one chunk at a time with raw http.client: {bulk['naive_sequential'] * 1e3:.0f} ms.",
+        f"{figure.name}, concurrency {bulk['concurrency']}: {figure.ms()} ms over {figure.runs} runs.",
+        f"- Ideal ceil(chunks / concurrency) × latency = {bulk['ideal'] * 1e3:.0f} ms; median / ideal = **{ratio:.2f}x**, "
+        f"{_verdict(ratio, BUDGETS['bulk_vs_ideal'])}.",
+        f"- For comparison, one chunk at a time: {bulk['naive_one_chunk_at_a_time'] * 1e3:.0f} ms with the client, "
+        f"{bulk['naive_raw_http_client'] * 1e3:.0f} ms with raw http.client.",
         "",
+        "## 5. Memory",
+        "",
+        f"Peak RSS of the bulk run's process: **{bulk['peak_rss_mb']:.0f} MB**, "
+        f"{_verdict(bulk['peak_rss_mb'], BUDGETS['bulk_peak_rss_mb'])}.",
     ]
+
+    cold: dict[str, Figure] = results["cold_start"]
+    bare = cold["import azure.functions"].median
+    app = cold["import function_app"].median
+    lines += ["", "## 3. Cold start (ms, fresh interpreter each run)", "", "| what | runs | ms |", "| --- | --- | --- |"]
+    lines += [f"| {f.name} | {f.runs} | {f.ms()} |" for f in cold.values()]
+    lines += ["", f"- import function_app / import azure.functions = **{app / bare:.2f}x**, "
+              f"{_verdict(app / bare, BUDGETS['cold_start_vs_bare_import'])}."]
+
+    queue = results["queue"]
+    ratio = queue["gateway_per_second"] / queue["azurite_per_second"]
+    lines += [
+        "",
+        "## 4. Queue throughput",
+        "",
+        f"{queue['messages']} messages × 10 numbers through Azurite and the local host: "
+        f"{queue['gateway_per_second']:.0f} messages/s ({queue['completed']} completed); Azurite's own receive+delete: "
+        f"{queue['azurite_per_second']:.0f} messages/s.",
+        f"- ratio **{ratio:.2f}x**, {_verdict(ratio, BUDGETS['queue_vs_azurite'], at_most=False)}.",
+    ]
+    if "load" in results:
+        from . import load
+
+        lines += ["", load.render_load(results["load"])]
+    lines.append("")
     return "\n".join(lines)
 
 
-def to_json(results: dict[str, object]) -> str:
+def to_json(results: dict[str, Any]) -> str:
     def encode(value: object) -> object:
-        if hasattr(value, "as_dict"):
-            return value.as_dict()  # type: ignore[no-any-return]
+        if isinstance(value, Figure):
+            return value.as_dict()
         raise TypeError(type(value).__name__)
 
     return json.dumps(results, default=encode, indent=2)

@@ -1,25 +1,20 @@
-"""The gateway and the opt-out client against a raw `http.client` POST, all to the ACS emulator.
-
-1. Per-call overhead for 1 and 100 recipients, zero injected latency: the HTTP function
-   called in-process as the host calls it, the client alone, and the raw POST.
-2. Bulk: 10,000 recipients at 50 ms injected latency and concurrency 8, against the
-   ideal ceil(chunks / concurrency) x latency, and the naive one-chunk-at-a-time time.
+"""Per-request overhead for 1 and 100 numbers, zero injected latency: the HTTP function
+called in-process as the host calls it, the opt-out client alone, and a raw signed
+`http.client` POST of the same body, all to the ACS emulator (a separate process).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import math
-import time
 from email.utils import formatdate
 from urllib.parse import urlsplit
 
-from devtools.acs_emulator import AcsEmulator, FaultConfig
 from optouts.acs import OptOutsClient, parse_connection_string, signing
 from optouts.acs.credentials import decode_access_key
 
-from .measure import Figure, interleaved, summarize, time_call
+from .measure import Figure, interleaved
+from .processes import emulator_process
 
 SENDER = "+18005550100"
 API_VERSION = "2026-01-23"
@@ -89,9 +84,9 @@ class InProcessGateway:
 
 def overhead(runs: int) -> dict[str, Figure]:
     figures: dict[str, Figure] = {}
-    with AcsEmulator() as emulator, OptOutsClient.from_connection_string(emulator.connection_string) as client:
-        raw = RawPoster(emulator.connection_string)
-        gateway = InProcessGateway(emulator.connection_string)
+    with emulator_process() as connection_string, OptOutsClient.from_connection_string(connection_string) as client:
+        raw = RawPoster(connection_string)
+        gateway = InProcessGateway(connection_string)
         try:
             for size in (1, 100):
                 numbers = recipients(size)
@@ -104,23 +99,3 @@ def overhead(runs: int) -> dict[str, Figure]:
         finally:
             raw.close()
     return figures
-
-
-def bulk(runs: int, count: int = 10_000, latency: float = 0.05, concurrency: int = 8) -> dict[str, object]:
-    numbers = recipients(count)
-    chunks = math.ceil(count / 100)
-    ideal = math.ceil(chunks / concurrency) * latency
-    with AcsEmulator(faults=FaultConfig(latency_seconds=latency)) as emulator:
-        with OptOutsClient.from_connection_string(emulator.connection_string, max_concurrency=concurrency) as client:
-            client.remove(SENDER, numbers[:100])  # warm the connection pool
-            samples = [time_call(lambda: client.remove(SENDER, numbers)) for _ in range(runs)]
-        raw = RawPoster(emulator.connection_string)
-        try:
-            started = time.perf_counter()
-            for start in range(0, count, 100):
-                raw.post(numbers[start : start + 100])
-            naive = time.perf_counter() - started
-        finally:
-            raw.close()
-    figure = summarize(f"remove {count} recipients, {latency * 1e3:.0f} ms latency, concurrency {concurrency}", samples)
-    return {"figure": figure, "ideal": ideal, "naive_sequential": naive}

@@ -1,0 +1,72 @@
+"""Bulk remove of 10,000 distinct numbers (mixed E.164 and national formats) through the
+HTTP function, at injected latency; run in a child process so its peak RSS is its own.
+
+`python -m bench.bulk COUNT LATENCY_MS RUNS` prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import time
+
+from .processes import emulator_process
+
+SENDER = "+18005550100"
+
+
+def mixed_numbers(count: int) -> list[str]:
+    """Half E.164, half US national format, all distinct."""
+    return [f"(206) {200 + n // 100:03d}-{n % 100:02d}00" if n % 2 else f"+1425{n:07d}" for n in range(count)]
+
+
+def e164_numbers(count: int) -> list[str]:
+    return [f"+1425{n:07d}" for n in range(count)]
+
+
+def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> dict[str, object]:
+    from optouts.acs import OptOutsClient
+
+    from .client_overhead import InProcessGateway, RawPoster
+
+    gateway_samples: list[float] = []
+    naive: float
+    with emulator_process(latency_ms) as connection_string:
+        gateway = InProcessGateway(connection_string)
+        numbers = mixed_numbers(count)
+        gateway.post(numbers[:100])  # warm connections and imports
+        for _ in range(runs):
+            started = time.perf_counter()
+            gateway.post(numbers)
+            gateway_samples.append(time.perf_counter() - started)
+        with OptOutsClient.from_connection_string(connection_string, max_concurrency=1) as sequential:
+            started = time.perf_counter()
+            sequential.remove(SENDER, e164_numbers(count))
+            naive = time.perf_counter() - started
+        raw = RawPoster(connection_string)
+        try:
+            started = time.perf_counter()
+            plain = e164_numbers(count)
+            for start in range(0, count, 100):
+                raw.post(plain[start : start + 100])
+            naive_raw = time.perf_counter() - started
+        finally:
+            raw.close()
+    ideal = math.ceil(math.ceil(count / 100) / concurrency) * latency_ms / 1000
+    return {
+        "count": count,
+        "latency_ms": latency_ms,
+        "concurrency": concurrency,
+        "samples": gateway_samples,
+        "ideal": ideal,
+        "naive_one_chunk_at_a_time": naive,
+        "naive_raw_http_client": naive_raw,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+if __name__ == "__main__":
+    count, latency_ms, runs = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+    print(json.dumps(measure(count, latency_ms, runs)))

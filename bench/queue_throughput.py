@@ -1,0 +1,77 @@
+"""Queue throughput: messages of 10 numbers through Azurite and the local host, against
+Azurite's own receive+delete rate for the same number of messages, in one run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from .processes import emulator_process
+
+BATCH = 32
+WAIT_SECONDS = 600
+
+
+def azurite_receive_delete_rate(connection_string: str, count: int) -> float:
+    """Messages per second Azurite sustains for receive + delete alone (the floor's ceiling)."""
+    from azure.storage.queue import QueueClient
+
+    queue = QueueClient.from_connection_string(connection_string, "bench-raw")
+    queue.create_queue()
+    for n in range(count):
+        queue.send_message(json.dumps({"n": n}))
+    done = 0
+    started = time.perf_counter()
+    deadline = started + WAIT_SECONDS
+    while done < count and time.perf_counter() < deadline:
+        for message in queue.receive_messages(messages_per_page=BATCH, max_messages=BATCH):
+            queue.delete_message(message)
+            done += 1
+    return done / (time.perf_counter() - started)
+
+
+def gateway_rate(connection_string: str, acs_connection_string: str, count: int) -> tuple[float, int]:
+    """Messages per second from the first send being visible to the last result published."""
+    from azure.storage.queue import QueueClient
+
+    from devtools.localhost import LocalHost
+    from optouts import runtime
+
+    requests = QueueClient.from_connection_string(connection_string, "optout-requests")
+    results = QueueClient.from_connection_string(connection_string, "optout-results")
+    for client in (requests, results):
+        try:
+            client.create_queue()
+        except Exception:  # exists
+            pass
+    # Enqueue first, then start the host, so the figure is processing alone.
+    for n in range(count):
+        numbers = [f"+1425{n:04d}{k:03d}" for k in range(10)]
+        requests.send_message(json.dumps({"action": "remove", "phoneNumbers": numbers, "correlationId": str(n)}))
+    runtime.reset()
+    settings = {"AzureWebJobsStorage": connection_string, "ACS_CONNECTION_STRING": acs_connection_string,
+                "OPTOUT_DEFAULT_SENDER": "+18005550100",
+                "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.100"}
+    seen = 0
+    with LocalHost(settings=settings) as _host:
+        started = time.perf_counter()
+        deadline = started + WAIT_SECONDS
+        while seen < count and time.perf_counter() < deadline:
+            batch = list(results.receive_messages(messages_per_page=BATCH, max_messages=BATCH))
+            for message in batch:
+                results.delete_message(message)
+            seen += len(batch)
+            if not batch:
+                time.sleep(0.01)
+        elapsed = time.perf_counter() - started
+    runtime.reset()
+    return seen / elapsed, seen
+
+
+def queue_throughput(count: int) -> dict[str, float]:
+    from devtools.azurite import Azurite
+
+    with Azurite() as azurite, emulator_process() as acs:
+        raw = azurite_receive_delete_rate(azurite.connection_string, count)
+        rate, completed = gateway_rate(azurite.connection_string, acs, count)
+    return {"messages": count, "completed": completed, "gateway_per_second": rate, "azurite_per_second": raw}

@@ -202,7 +202,7 @@ class OptOutsClient:
                 batch.submit(chunk)
                 chunk = []
         if chunk:
-            batch.submit(chunk)
+            batch.submit(chunk, inline=not batch.has_work)
         batch.wait(raise_when_nothing_answered=True)
 
         self._retry_failed_recipients(batch, operation, sender, deadline, answers)
@@ -300,14 +300,28 @@ class _ChunkBatch:
         self._stopped = threading.Event()
         self.whole_call_failures: set[str] = set()
 
-    def submit(self, chunk: list[str]) -> None:
+    @property
+    def has_work(self) -> bool:
+        return bool(self._futures)
+
+    def submit(self, chunk: list[str], *, inline: bool = False) -> None:
+        """Send `chunk` on the shared pool, or in the caller's thread when it is the
+        operation's only chunk (a thread hand-off would only add latency)."""
         self._slots.acquire()
         if self._stopped.is_set():
             self._slots.release()
             return
-        future = self._client._executor.submit(
-            self._client._send_chunk, self._operation, self._sender, chunk, self._deadline
-        )
+        future: Future[_ChunkAnswer]
+        if inline:
+            future = Future()
+            try:
+                future.set_result(self._client._send_chunk(self._operation, self._sender, chunk, self._deadline))
+            except Exception as error:  # delivered through the future like a pooled chunk's
+                future.set_exception(error)
+        else:
+            future = self._client._executor.submit(
+                self._client._send_chunk, self._operation, self._sender, chunk, self._deadline
+            )
         future.add_done_callback(self._release)
         self._futures.append(future)
 
@@ -430,6 +444,9 @@ def _retry_after_seconds(headers: Any) -> float | None:
 
 def _pooled_session(pool_size: int) -> requests.Session:
     session = requests.Session()
+    # Reading proxy settings from the environment costs a scan of os.environ on every
+    # request; the gateway talks to ACS directly (pass `proxies=` to use a proxy).
+    session.trust_env = False
     # Retries belong to the pipeline's policy, never to urllib3 underneath it.
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size,
                           max_retries=Retry(total=False, redirect=False, raise_on_status=False))

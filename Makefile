@@ -30,8 +30,10 @@ $(INFRA_READY): requirements-infra.txt
 run: $(PY_READY) $(NODE_READY)
 	$(BIN)/python -m devtools.localhost
 
+# For `func start` users: the endpoint and (dummy, dev-only) key local.settings.sample.json expects.
+EMULATOR_KEY := ZGV2LW9ubHktZW11bGF0b3Ita2V5LW5vdC1hLXNlY3JldA==
 emulator: $(PY_READY)
-	$(BIN)/python -m devtools.acs_emulator
+	$(BIN)/python -m devtools.acs_emulator --port 8089 --access-key $(EMULATOR_KEY)
 
 test: $(PY_READY) $(NODE_READY) $(INFRA_READY)
 	$(BIN)/python -m pytest

@@ -53,6 +53,7 @@ def _bulk_in_child(count: int, latency_ms: float, runs: int) -> dict[str, Any]:
     data = json.loads(output.strip().splitlines()[-1])
     data["figure"] = summarize(f"remove {count} numbers via the HTTP function, {latency_ms:g} ms latency",
                                data.pop("samples"))
+    data["client_figure"] = summarize(f"remove {count} E.164 numbers with the client alone", data.pop("client_samples"))
     return data
 
 
@@ -96,6 +97,8 @@ def render(results: dict[str, Any]) -> str:
         f"{figure.name}, concurrency {bulk['concurrency']}: {figure.ms()} ms over {figure.runs} runs.",
         f"- Ideal ceil(chunks / concurrency) × latency = {bulk['ideal'] * 1e3:.0f} ms; median / ideal = **{ratio:.2f}x**, "
         f"{_verdict(ratio, BUDGETS['bulk_vs_ideal'])}.",
+        f"- The client alone, same numbers in E.164: {bulk['client_figure'].ms()} ms; "
+        f"median / ideal = {bulk['client_figure'].median / bulk['ideal']:.2f}x.",
         f"- For comparison, one chunk at a time: {bulk['naive_one_chunk_at_a_time'] * 1e3:.0f} ms with the client, "
         f"{bulk['naive_raw_http_client'] * 1e3:.0f} ms with raw http.client.",
         "",

@@ -41,6 +41,14 @@ def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> d
             started = time.perf_counter()
             gateway.post(numbers)
             gateway_samples.append(time.perf_counter() - started)
+        client_samples: list[float] = []
+        with OptOutsClient.from_connection_string(connection_string, max_concurrency=concurrency) as client:
+            plain = e164_numbers(count)
+            client.remove(SENDER, plain[:100])
+            for _ in range(runs):
+                started = time.perf_counter()
+                client.remove(SENDER, plain)
+                client_samples.append(time.perf_counter() - started)
         with OptOutsClient.from_connection_string(connection_string, max_concurrency=1) as sequential:
             started = time.perf_counter()
             sequential.remove(SENDER, e164_numbers(count))
@@ -60,6 +68,7 @@ def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> d
         "latency_ms": latency_ms,
         "concurrency": concurrency,
         "samples": gateway_samples,
+        "client_samples": client_samples,
         "ideal": ideal,
         "naive_one_chunk_at_a_time": naive,
         "naive_raw_http_client": naive_raw,

@@ -18,7 +18,6 @@ HOST_DEFAULT_MAX_DEQUEUE_COUNT = 5
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
 
-@lru_cache(maxsize=1)
 def max_dequeue_count() -> int:
     """The host moves a message to the poison queue after this many failed deliveries;
     the function must know it to publish `failed` on the last one. Like the host, an
@@ -26,6 +25,11 @@ def max_dequeue_count() -> int:
     override = os.environ.get("AzureFunctionsJobHost__extensions__queues__maxDequeueCount", "").strip()
     if override.isdigit():
         return int(override)
+    return _host_json_max_dequeue_count()
+
+
+@lru_cache(maxsize=1)
+def _host_json_max_dequeue_count() -> int:
     try:
         host = json.loads(HOST_JSON.read_text(encoding="utf-8"))
         return int(host["extensions"]["queues"]["maxDequeueCount"])

@@ -1,9 +1,24 @@
 """The benchmark code runs at tiny sizes so it cannot rot; no timing is asserted."""
 
+import os
+
+import pytest
+
 from bench.__main__ import render, run, to_json
+from optouts import runtime
 
 
-def test_benchmarks_run_and_render() -> None:
+@pytest.fixture
+def restored_environment():  # type: ignore[no-untyped-def]
+    """The benchmarks configure the app through os.environ, as a standalone run would."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+    runtime.reset()
+
+
+def test_benchmarks_run_and_render(restored_environment: None) -> None:
     results = run(smoke=True)
     report = render(results)
     for section in ("## 1. Overhead", "## 2. Bulk remove", "## 3. Cold start", "## 4. Queue throughput", "## 5. Memory"):

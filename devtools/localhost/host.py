@@ -43,6 +43,7 @@ class LocalHost:
         self.http_functions: list[HttpFunction] = []
         self.queue_functions: list[QueueFunction] = []
         self.config: HostConfig | None = None
+        self._replaced_environment: dict[str, str | None] = {}
 
     @property
     def base_url(self) -> str:
@@ -51,7 +52,9 @@ class LocalHost:
         return f"http://{host}:{port}"
 
     def start(self) -> "LocalHost":
-        # App settings reach the app as environment variables, before it is imported (as in Azure).
+        # App settings reach the app as environment variables, before it is imported (as in Azure);
+        # stop() puts back what was there, so hosts started one after another do not leak settings.
+        self._replaced_environment = {name: os.environ.get(name) for name in self._settings}
         os.environ.update(self._settings)
         self.config = load_host_config(self.app_dir)
         app = load_app(self.app_dir, self.app_module)
@@ -89,6 +92,12 @@ class LocalHost:
         if self._invoker is not None:
             self._invoker.close()
             self._invoker = None
+        for name, value in self._replaced_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._replaced_environment = {}
 
     def __enter__(self) -> "LocalHost":
         return self.start()

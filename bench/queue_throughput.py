@@ -56,13 +56,10 @@ def gateway_rate(connection_string: str, acs_connection_string: str, count: int)
     with LocalHost(settings=settings) as _host:
         started = time.perf_counter()
         deadline = started + WAIT_SECONDS
+        # Counting, not reading, the results: reading them would compete with the host for Azurite.
         while seen < count and time.perf_counter() < deadline:
-            batch = list(results.receive_messages(messages_per_page=BATCH, max_messages=BATCH))
-            for message in batch:
-                results.delete_message(message)
-            seen += len(batch)
-            if not batch:
-                time.sleep(0.01)
+            seen = results.get_queue_properties().approximate_message_count
+            time.sleep(0.05)
         elapsed = time.perf_counter() - started
     runtime.reset()
     return seen / elapsed, seen

@@ -89,7 +89,7 @@ def test_indexed_function_metadata() -> None:
         assert str(trigger.auth_level.value if hasattr(trigger.auth_level, "value") else trigger.auth_level).upper() == "FUNCTION"
     queue_trigger = functions["ProcessOptOutRequest"].get_trigger()  # type: ignore[attr-defined]
     assert (queue_trigger.queue_name, queue_trigger.connection) == ("optout-requests", "AzureWebJobsStorage")
-    assert set(functions) == set(expected) | {"ProcessOptOutRequest"}
+    assert set(functions) == set(expected) | {"ProcessOptOutRequest", "OpenApiDocument"}
 
 
 def test_remove_reports_every_number_in_order(gateway_env: AcsEmulator) -> None:

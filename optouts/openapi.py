@@ -1,0 +1,430 @@
+"""The API contract: one Swagger 2.0 document, built here and nowhere else.
+
+Swagger 2.0 rather than OpenAPI 3 because Power Platform custom connectors only import 2.0.
+`connector/apiDefinition.swagger.json` is this document with a placeholder host, written by
+`python -m optouts.openapi`; `GET /api/openapi.json` serves it with the caller's host.
+
+The schemas state exactly what the code accepts and answers (tests/test_schemathesis.py
+holds the running app to them), and carry the Power Automate extensions: `x-ms-summary`
+labels every field in the flow designer, `x-ms-visibility` puts the phone numbers first
+and tucks region and reason under "Show advanced options".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from .commands import MAX_REASON_LENGTH, MAX_SENDER_LENGTH
+from .config import DEFAULT_MAX_NUMBERS
+from .phone import MAX_INPUT_LENGTH
+
+#: Replaced by the real app host when the connector is imported (docs/power-automate.md).
+PLACEHOLDER_HOST = "your-function-app.azurewebsites.net"
+BASE_PATH = "/api"
+FUNCTION_KEY_HEADER = "x-functions-key"
+REGION_PATTERN = "^[A-Za-z]{2}$"
+
+#: How callers authenticate to the app: its function key, or Entra ID (App Service
+#: authentication) in front of it, in which case the connector adds the key by policy.
+Auth = Literal["function-key", "entra-id"]
+
+_JSON = "application/json"
+_PROBLEM_JSON = "application/problem+json"
+_RESPONSE_TYPES = [_JSON, _PROBLEM_JSON]
+
+
+def build_document(
+    host: str = PLACEHOLDER_HOST,
+    *,
+    schemes: Sequence[str] = ("https",),
+    base_path: str = BASE_PATH,
+    auth: Auth = "function-key",
+) -> dict[str, Any]:
+    """The Swagger 2.0 document for an app reachable at `schemes://host/base_path`."""
+    return {
+        "swagger": "2.0",
+        "info": {
+            "title": "SMS Opt-Out Gateway",
+            "description": (
+                "Manage the Azure Communication Services SMS opt-out list of your organization's senders: "
+                "remove numbers so they can receive SMS again, add numbers, or check who opted out."
+            ),
+            "version": "1.0",
+        },
+        "host": host,
+        "basePath": base_path,
+        "schemes": list(schemes),
+        "consumes": [_JSON],
+        "produces": list(_RESPONSE_TYPES),
+        "paths": _paths(),
+        "definitions": _definitions(),
+        "securityDefinitions": _security_definitions(auth),
+        "security": [{name: []} for name in _security_definitions(auth)],
+        "tags": [{"name": "Opt-outs", "description": "The SMS opt-out list of a sender."}],
+    }
+
+
+# -- operations ------------------------------------------------------------------------------
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/optouts/remove": {"post": _bulk_operation(
+            "RemoveOptOutNumbers",
+            "Remove Numbers From SMS Opt-Out List",
+            "Lets the given phone numbers receive SMS from the sender again, reporting the outcome for each number.",
+        )},
+        "/optouts/add": {"post": _bulk_operation(
+            "AddOptOutNumbers",
+            "Add Numbers To SMS Opt-Out List",
+            "Stops SMS from the sender to the given phone numbers, reporting the outcome for each number.",
+        )},
+        "/optouts/check": {"post": _bulk_operation(
+            "CheckOptOutNumbers",
+            "Check Numbers On SMS Opt-Out List",
+            "Tells for each given phone number whether it has opted out of SMS from the sender.",
+        )},
+        "/optouts/{phoneNumber}": {"get": _single_status_operation()},
+    }
+
+
+def _bulk_operation(operation_id: str, summary: str, description: str) -> dict[str, Any]:
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+        "tags": ["Opt-outs"],
+        "consumes": [_JSON],
+        "produces": list(_RESPONSE_TYPES),
+        "parameters": [{
+            "name": "body",
+            "in": "body",
+            "required": True,
+            "x-ms-summary": "Request",
+            "description": "The phone numbers and, optionally, the sender, region and reason.",
+            "schema": {"$ref": "#/definitions/OptOutRequest"},
+        }],
+        "responses": {
+            "200": {
+                "description": "Every number's outcome, in the order given, with a summary.",
+                "schema": {"$ref": "#/definitions/OptOutReport"},
+                "headers": _trace_header(),
+            },
+            **_error_responses(400, 401, 403, 413, 415, 502, 503),
+        },
+    }
+
+
+def _single_status_operation() -> dict[str, Any]:
+    return {
+        "operationId": "GetOptOutStatus",
+        "summary": "Get Opt-Out Status Of A Phone Number",
+        "description": "Answers whether one phone number has opted out of SMS from the sender, for use in a condition.",
+        "tags": ["Opt-outs"],
+        "produces": list(_RESPONSE_TYPES),
+        "parameters": [
+            {
+                "name": "phoneNumber",
+                "in": "path",
+                "required": True,
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_INPUT_LENGTH,
+                "x-ms-summary": "Phone number",
+                "x-ms-visibility": "important",
+                "description": "The phone number, in E.164 (+14255550100) or the region's national format.",
+            },
+            {
+                "name": "sender",
+                "in": "query",
+                "required": False,
+                "type": "string",
+                "x-ms-summary": "Sender",
+                "description": "The sender's number or short code; the gateway's default sender when left empty.",
+            },
+            {
+                "name": "region",
+                "in": "query",
+                "required": False,
+                "type": "string",
+                "pattern": REGION_PATTERN,
+                "x-ms-summary": "Region",
+                "x-ms-visibility": "advanced",
+                "description": "Two-letter region (such as US or GB) for a number written without +.",
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "Whether the number is on the sender's opt-out list.",
+                "schema": {"$ref": "#/definitions/OptOutStatus"},
+                "headers": _trace_header(),
+            },
+            # No 413 or 415: a GET carries no body.
+            **_error_responses(400, 401, 403, 502, 503),
+        },
+    }
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "The request is malformed: not JSON, wrong types, missing or unknown fields, or an invalid number.",
+    401: "The function key is missing or wrong (answered by the Functions host, with no body).",
+    403: "The gateway may not manage the opt-out list of that sender.",
+    413: "Too many phone numbers in one request, or the body is too large.",
+    415: "The body is not sent as JSON.",
+    502: "Azure Communication Services rejected the gateway's credentials or call; an operator must act.",
+    503: "Azure Communication Services is throttling or unavailable, or the gateway is misconfigured; "
+         "retry after Retry-After seconds.",
+}
+
+
+def _error_responses(*statuses: int) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status in statuses:
+        response: dict[str, Any] = {"description": _ERROR_DESCRIPTIONS[status]}
+        if status != 401:  # the host's own answer has no body, and none of our headers
+            response["schema"] = {"$ref": "#/definitions/Problem"}
+            response["headers"] = _trace_header()
+        if status == 503:
+            response["headers"]["Retry-After"] = {
+                "type": "integer",
+                "description": "Seconds to wait before trying again.",
+            }
+        responses[str(status)] = response
+    return responses
+
+
+def _trace_header() -> dict[str, Any]:
+    return {"x-trace-id": {"type": "string", "description": "W3C trace id that identifies the request in the logs."}}
+
+
+# -- schemas -----------------------------------------------------------------------------------
+
+
+def _definitions() -> dict[str, Any]:
+    return {
+        "OptOutRequest": _request_schema(),
+        "OptOutReport": _report_schema(),
+        "NumberResult": _number_result_schema(),
+        "NumberError": _number_error_schema(),
+        "OptOutSummary": _summary_schema(),
+        "OptOutStatus": _status_schema(),
+        "Problem": _problem_schema(),
+    }
+
+
+def _request_schema() -> dict[str, Any]:
+    # Null is accepted for the optional fields and means "not given" (the code reads it so),
+    # hence x-nullable: a schema without it would call such requests invalid.
+    return {
+        "type": "object",
+        "required": ["phoneNumbers"],
+        # The gateway refuses unknown fields: a mistyped "sender" must not fall back to the default.
+        "additionalProperties": False,
+        "properties": {
+            "phoneNumbers": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": DEFAULT_MAX_NUMBERS,
+                "items": {
+                    "type": "string",
+                    "x-ms-summary": "Phone number",
+                    "description": "E.164 (+14255550100) or the region's national format.",
+                },
+                "x-ms-summary": "Phone numbers",
+                "x-ms-visibility": "important",
+                "description": f"1 to {DEFAULT_MAX_NUMBERS} phone numbers (fewer if the gateway is configured so).",
+            },
+            "sender": {
+                "type": "string",
+                "maxLength": MAX_SENDER_LENGTH,
+                "x-nullable": True,
+                "x-ms-summary": "Sender",
+                "description": "The sender's number or short code; the gateway's default sender when left empty.",
+            },
+            "region": {
+                "type": "string",
+                "pattern": REGION_PATTERN,
+                "x-nullable": True,
+                "x-ms-summary": "Region",
+                "x-ms-visibility": "advanced",
+                "description": "Two-letter region (such as US or GB) for numbers written without +.",
+            },
+            "reason": {
+                "type": "string",
+                "maxLength": MAX_REASON_LENGTH,
+                "x-nullable": True,
+                "x-ms-summary": "Reason",
+                "x-ms-visibility": "advanced",
+                "description": "Free text kept in the audit trail, such as a ticket number.",
+            },
+        },
+    }
+
+
+def _report_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["action", "sender", "results", "summary"],
+        "additionalProperties": False,
+        "properties": {
+            "action": {
+                "type": "string",
+                "enum": ["add", "remove", "check"],
+                "x-ms-summary": "Action",
+                "description": "What was done: add, remove or check.",
+            },
+            "sender": {"type": "string", "x-ms-summary": "Sender", "description": "The sender acted for."},
+            "results": {
+                "type": "array",
+                "items": {"$ref": "#/definitions/NumberResult"},
+                "x-ms-summary": "Results",
+                "description": "One result per number given, in the same order.",
+            },
+            "summary": {"$ref": "#/definitions/OptOutSummary"},
+        },
+    }
+
+
+def _number_result_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["input", "phoneNumber", "status"],
+        "additionalProperties": False,
+        "x-ms-summary": "Result",
+        "properties": {
+            "input": {"type": "string", "x-ms-summary": "Input", "description": "The number as it was given."},
+            "phoneNumber": {
+                "type": "string",
+                "x-nullable": True,
+                "x-ms-summary": "Phone number (E.164)",
+                "description": "The number in E.164; empty when it could not be read as a phone number.",
+            },
+            "status": {
+                "type": "string",
+                "enum": ["succeeded", "invalid", "failed"],
+                "x-ms-summary": "Status",
+                "description": "succeeded, invalid (never sent to ACS), or failed (retrying later is safe).",
+            },
+            "optedOut": {
+                "type": "boolean",
+                "x-ms-summary": "Opted out",
+                "description": "Check only: whether the number is on the opt-out list.",
+            },
+            "error": {"$ref": "#/definitions/NumberError"},
+        },
+    }
+
+
+def _number_error_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["code", "message"],
+        "additionalProperties": False,
+        "x-ms-summary": "Error",
+        "description": "Why the number did not succeed.",
+        "properties": {
+            "code": {"type": "string", "x-ms-summary": "Error code", "description": "A machine-readable code."},
+            "message": {"type": "string", "x-ms-summary": "Error message", "description": "A readable explanation."},
+        },
+    }
+
+
+def _summary_schema() -> dict[str, Any]:
+    counts = {
+        "total": ("Total", "How many numbers were given."),
+        "succeeded": ("Succeeded", "How many numbers succeeded."),
+        "invalid": ("Invalid", "How many numbers were invalid and not sent to ACS."),
+        "failed": ("Failed", "How many numbers failed; calling again for them is safe."),
+    }
+    return {
+        "type": "object",
+        "required": list(counts),
+        "additionalProperties": False,
+        "x-ms-summary": "Summary",
+        "description": "How many numbers ended in each status.",
+        "properties": {
+            name: {"type": "integer", "format": "int32", "minimum": 0, "x-ms-summary": label, "description": text}
+            for name, (label, text) in counts.items()
+        },
+    }
+
+
+def _status_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["phoneNumber", "sender", "optedOut"],
+        "additionalProperties": False,
+        "properties": {
+            "phoneNumber": {"type": "string", "x-ms-summary": "Phone number (E.164)",
+                            "description": "The number in E.164."},
+            "sender": {"type": "string", "x-ms-summary": "Sender", "description": "The sender checked for."},
+            "optedOut": {"type": "boolean", "x-ms-summary": "Opted out",
+                         "description": "Whether the number is on the sender's opt-out list."},
+        },
+    }
+
+
+def _problem_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["type", "title", "status", "detail", "code", "traceId"],
+        "additionalProperties": False,
+        "description": "Problem details (RFC 9457), with a machine-readable code.",
+        "properties": {
+            "type": {"type": "string", "x-ms-summary": "Problem type", "description": "A URI for the kind of problem."},
+            "title": {"type": "string", "x-ms-summary": "Title", "description": "A short summary of the problem."},
+            "status": {"type": "integer", "format": "int32", "x-ms-summary": "HTTP status",
+                       "description": "The HTTP status code."},
+            "detail": {"type": "string", "x-ms-summary": "Detail", "description": "What went wrong, for people."},
+            "code": {"type": "string", "x-ms-summary": "Error code", "description": "What went wrong, for code."},
+            "errors": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                "x-ms-summary": "Field errors",
+                "description": "The messages for each field that failed validation.",
+            },
+            "traceId": {"type": "string", "x-ms-summary": "Trace id",
+                        "description": "Identifies the request in the gateway's logs."},
+        },
+    }
+
+
+# -- security ----------------------------------------------------------------------------------
+
+
+def _security_definitions(auth: Auth) -> dict[str, Any]:
+    if auth == "function-key":
+        return {"functionKey": {"type": "apiKey", "in": "header", "name": FUNCTION_KEY_HEADER}}
+    # Power Platform exchanges the code for a token itself; these URLs are what it expects to see.
+    return {"entraId": {
+        "type": "oauth2",
+        "flow": "accessCode",
+        "authorizationUrl": "https://login.microsoftonline.com/common/oauth2/authorize",
+        "tokenUrl": "https://login.microsoftonline.com/common/oauth2/authorize",
+        "scopes": {},
+    }}
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def render(document: dict[str, Any]) -> str:
+    """The committed form: stable key order and indentation, so regenerating changes nothing."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m optouts.openapi", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=PLACEHOLDER_HOST, help="the function app's host name")
+    parser.add_argument("--auth", choices=["function-key", "entra-id"], default="function-key")
+    arguments = parser.parse_args(argv)
+    sys.stdout.write(render(build_document(arguments.host, auth=arguments.auth)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

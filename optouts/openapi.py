@@ -137,6 +137,7 @@ def _single_status_operation() -> dict[str, Any]:
                 "x-ms-summary": "Phone number",
                 "x-ms-visibility": "important",
                 "description": "The phone number, in E.164 (+14255550100) or the region's national format.",
+                "x-example": "+14255550100",
             },
             {
                 "name": "sender",
@@ -222,6 +223,7 @@ def _request_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["phoneNumbers"],
+        "example": {"phoneNumbers": ["+14255550100", "(425) 555-0101"], "reason": "Customer asked by phone"},
         # The gateway refuses unknown fields: a mistyped "sender" must not fall back to the default.
         "additionalProperties": False,
         "properties": {

@@ -1,0 +1,197 @@
+"""The running gateway held to its contract: schemathesis generates requests from the document
+that /api/openapi.json serves (through the local Functions host, with the ACS emulator and
+Azurite behind it) and every answer must be documented, match its schema, and never be a 5xx."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import Case, GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.errors import FailureGroup
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from devtools.acs_emulator import AcsEmulator
+from devtools.azurite import Azurite
+from devtools.localhost import LocalHost
+from optouts import openapi, runtime
+
+from .conftest import OTHER_SENDER, SENDER
+
+KEY = "contract-test-key"
+AUTH = {"x-functions-key": KEY}
+EXAMPLES_PER_OPERATION = 50
+TIMEOUT = 30
+CONFORMANCE_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+                      response_headers_conformance, response_schema_conformance]
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[LocalHost]:
+    with Azurite() as azurite, AcsEmulator(owned_senders={SENDER, OTHER_SENDER}) as acs:
+        settings_ = {
+            "AzureWebJobsStorage": azurite.connection_string,
+            "ACS_CONNECTION_STRING": acs.connection_string,
+            "OPTOUT_DEFAULT_SENDER": SENDER,
+            "OPTOUT_TIME_BUDGET_SECONDS": "10",
+        }
+        runtime.reset()
+        try:
+            with LocalHost(app_dir=".", app_module="function_app", port=0, function_keys={"default": KEY},
+                           settings=settings_) as host:
+                yield host
+        finally:
+            runtime.reset()
+
+
+@pytest.fixture(scope="module")
+def served_document(gateway: LocalHost) -> dict[str, Any]:
+    response = requests.get(f"{gateway.base_url}/api/openapi.json", timeout=TIMEOUT)  # no key on purpose
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def contract(served_document: dict[str, Any]) -> schemathesis.BaseSchema:
+    return schemathesis.openapi.from_dict(served_document)
+
+
+def base_url(gateway: LocalHost) -> str:
+    return f"{gateway.base_url}/api"
+
+
+def operations(contract: schemathesis.BaseSchema) -> list[Any]:
+    found = [result.ok() for result in contract.get_all_operations()]
+    assert {op.definition.raw["operationId"] for op in found} == {
+        "RemoveOptOutNumbers", "AddOptOutNumbers", "CheckOptOutNumbers", "GetOptOutStatus"}
+    return found
+
+
+def run_bounded(strategy: st.SearchStrategy[Case], examples: int, body: Callable[[Case], None]) -> None:
+    # Failures are collected by `body` rather than raised: Hypothesis would otherwise spend the
+    # time budget shrinking each one. Derandomized so a run is reproducible on any machine.
+    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def run(case: Case) -> None:
+        body(case)
+
+    run()
+
+
+def exercise(gateway: LocalHost, contract: schemathesis.BaseSchema, mode: GenerationMode,
+             extra_checks: list[Any], examples: int) -> tuple[dict[str, dict[int, int]], list[str]]:
+    statuses: dict[str, dict[int, int]] = {}
+    failures: list[str] = []
+    for operation in operations(contract):
+        def call(case: Case, label: str = operation.label) -> None:
+            response = case.call(base_url=base_url(gateway), headers=AUTH, timeout=TIMEOUT)
+            counts = statuses.setdefault(label, {})
+            counts[response.status_code] = counts.get(response.status_code, 0) + 1
+            try:
+                case.validate_response(response, checks=CONFORMANCE_CHECKS + extra_checks, headers=AUTH)
+            except FailureGroup as failure:  # its message ends with a curl line that reproduces it
+                failures.append(f"{label} -> {response.status_code}: {failure.message[:1500]}")
+
+        run_bounded(operation.as_strategy(generation_mode=mode, headers=AUTH), examples, call)
+    return statuses, failures
+
+
+# -- the document served through the host -----------------------------------------------------
+
+def test_openapi_json_needs_no_key_and_names_the_callers_host(gateway: LocalHost,
+                                                               served_document: dict[str, Any]) -> None:
+    host = gateway.base_url.removeprefix("http://")
+    assert (served_document["host"], served_document["schemes"]) == (host, ["http"])
+    assert served_document == openapi.build_document(host, schemes=["http"])
+    # The same host demands a key everywhere else: the document is open on purpose, not by accident.
+    protected = requests.post(f"{gateway.base_url}/api/optouts/check", json={"phoneNumbers": ["+14255550100"]},
+                              timeout=TIMEOUT)
+    assert (protected.status_code, protected.content) == (401, b"")
+
+
+def test_openapi_json_behind_a_proxy_names_the_public_host(gateway: LocalHost) -> None:
+    response = requests.get(f"{gateway.base_url}/api/openapi.json", timeout=TIMEOUT,
+                            headers={"X-Forwarded-Host": "optouts.contoso.com", "X-Forwarded-Proto": "https"})
+    document = response.json()
+    assert (document["host"], document["schemes"], document["basePath"]) == ("optouts.contoso.com", ["https"], "/api")
+
+
+# -- conformance -----------------------------------------------------------------------------------
+
+def test_documented_examples_succeed_and_conform(gateway: LocalHost, contract: schemathesis.BaseSchema) -> None:
+    statuses: dict[str, int] = {}
+    failures: list[str] = []
+    for operation in operations(contract):
+        strategies = operation.get_strategies_from_examples()
+        assert strategies, f"{operation.label} documents no example"
+
+        def call(case: Case, label: str = operation.label) -> None:
+            response = case.call(base_url=base_url(gateway), headers=AUTH, timeout=TIMEOUT)
+            statuses[label] = response.status_code
+            try:
+                case.validate_response(response, checks=CONFORMANCE_CHECKS, headers=AUTH)
+            except FailureGroup as failure:
+                failures.append(f"{label}: {failure.message[:1500]}")
+
+        run_bounded(st.one_of(strategies), 3, call)
+    assert failures == []
+    # The examples are real requests: each one must succeed against the emulator.
+    assert set(statuses.values()) == {200}, statuses
+
+
+def test_generated_requests_get_documented_answers(gateway: LocalHost, contract: schemathesis.BaseSchema) -> None:
+    statuses, failures = exercise(gateway, contract, GenerationMode.POSITIVE, [], EXAMPLES_PER_OPERATION)
+    assert failures == [], "\n".join(failures[:5])
+    # Generation reached the success path, not only validation errors.
+    for label in ("POST /optouts/remove", "POST /optouts/add", "POST /optouts/check"):
+        assert statuses[label].get(200, 0) > 0, statuses
+
+
+def test_schema_violating_requests_are_refused_with_a_4xx(gateway: LocalHost,
+                                                           contract: schemathesis.BaseSchema) -> None:
+    statuses, failures = exercise(gateway, contract, GenerationMode.NEGATIVE, [negative_data_rejection],
+                                  EXAMPLES_PER_OPERATION)
+    assert failures == [], "\n".join(failures[:5])
+    seen = {status for counts in statuses.values() for status in counts}
+    assert seen and all(400 <= status < 500 for status in seen), statuses
+
+
+# -- the checks can fail ---------------------------------------------------------------------------
+
+def fabricated(status: int, body: object, content_type: str = "application/json") -> schemathesis.Response:
+    request = requests.Request("POST", "http://127.0.0.1/api/optouts/check").prepare()
+    headers = {"Content-Type": [content_type], "x-trace-id": ["00-" + "1" * 32 + "-" + "2" * 16 + "-00"]}
+    return schemathesis.Response(status_code=status, headers=headers, content=json.dumps(body).encode(),
+                                 request=request, elapsed=0.0, verify=True, encoding="utf-8")
+
+
+def test_the_checks_reject_what_the_contract_forbids(contract: schemathesis.BaseSchema) -> None:
+    case = contract["/optouts/check"]["POST"].Case(body={"phoneNumbers": ["+14255550100"]}, media_type="application/json")
+    result = {"input": "garbage", "phoneNumber": None, "status": "invalid",
+              "error": {"code": "UnexpectedCharacters", "message": "letters"}}
+    report = {"action": "check", "sender": SENDER, "results": [result],
+              "summary": {"total": 1, "succeeded": 0, "invalid": 1, "failed": 0}}
+    case.validate_response(fabricated(200, report), checks=CONFORMANCE_CHECKS)  # x-nullable: null is fine
+
+    wrong_type = {**report, "results": [{**result, "phoneNumber": 14255550100}]}
+    renamed = {**report, "results": [{**{k: v for k, v in result.items() if k != "status"}, "state": "invalid"}]}
+    problem = {"type": "about:blank", "title": "t", "status": 400, "detail": "d", "code": "ValidationFailed",
+               "traceId": "x"}
+    for response in (fabricated(200, wrong_type), fabricated(200, renamed), fabricated(500, problem),
+                     fabricated(404, problem), fabricated(400, {**problem, "code": None}, "application/problem+json")):
+        with pytest.raises(FailureGroup):
+            case.validate_response(response, checks=CONFORMANCE_CHECKS)

@@ -324,3 +324,13 @@ def test_a_forwarded_host_that_is_not_a_host_name_is_ignored(forwarded: str) -> 
 
 def test_ipv6_and_port_hosts_are_kept() -> None:
     assert public_origin("http://[::1]:7071/api/openapi.json", {}) == ("http", "[::1]:7071")
+
+
+def test_the_guide_names_the_actions_as_the_flow_designer_shows_them() -> None:
+    guide = (REPO / "docs" / "power-automate.md").read_text(encoding="utf-8")
+    document = openapi.build_document()
+    for item in document["paths"].values():
+        for operation in item.values():
+            assert f"| {operation['summary']} |" in guide, operation["operationId"]
+    for auth in ("", " --auth entra-id"):  # the regeneration commands it gives must be the real ones
+        assert f"python -m optouts.openapi{auth} > connector/" in guide

@@ -21,7 +21,7 @@ JSON_TYPES = ("application/json", "text/json")
 
 def json_response(body: Any, *, status: int = 200, trace_id: str) -> func.HttpResponse:
     return func.HttpResponse(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        _json_bytes(body),
         status_code=status,
         mimetype="application/json",
         charset="utf-8",
@@ -29,12 +29,22 @@ def json_response(body: Any, *, status: int = 200, trace_id: str) -> func.HttpRe
     )
 
 
+def _json_bytes(body: Any) -> bytes:
+    """UTF-8 JSON. Callers' text is echoed back (inputs, field names), and JSON may carry lone
+    surrogates (`"\\ud800"`) that UTF-8 cannot encode: those bodies are sent \\u-escaped instead."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def problem_response(problem: Problem, *, trace_id: str) -> func.HttpResponse:
     headers = {"x-trace-id": trace_id}
     if problem.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(problem.retry_after)))
     return func.HttpResponse(
-        json.dumps(problem.to_dict(trace_id), ensure_ascii=False, separators=(",", ":")),
+        _json_bytes(problem.to_dict(trace_id)),
         status_code=problem.status,
         mimetype="application/problem+json",
         charset="utf-8",

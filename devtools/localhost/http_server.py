@@ -112,7 +112,8 @@ class _Handler(BaseHTTPRequestHandler):
             route_params=route_params,
             body=body,
         )
-        _logger.debug("%s %s -> %s", method, url.path, function.name)
+        # The function's name, not the path: a path can carry a phone number.
+        _logger.debug("%s -> %s", method, function.name)
         try:
             response = self.server.invoker.call(
                 function.user_function, {function.argument: request}, self.server.function_timeout

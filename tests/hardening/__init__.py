@@ -1,0 +1,1 @@
+"""Hardening: generated bad input, upstream faults, load-adjacent checks and security scans."""

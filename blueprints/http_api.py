@@ -51,19 +51,20 @@ def check_opt_outs(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
 @guarded
 def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     from optouts.acs.models import Operation
-    from optouts.commands import OptOutCommand, resolve_sender
+    from optouts.commands import OptOutCommand, is_known_region, resolve_sender
     from optouts.problems import validation_problem
     from optouts.runtime import get_service, get_settings
 
     settings = get_settings()
     phone_number = req.route_params.get("phoneNumber", "")
-    region = (req.params.get("region") or settings.default_region).strip().upper()
-    if len(region) != 2 or not region.isalpha():
+    region = (req.params.get("region") or "").strip().upper() or settings.default_region
+    if len(region) != 2 or not region.isalpha() or not is_known_region(region):
         raise validation_problem({"region": ["must be a two-letter ISO 3166 region code such as US or GB"]})
     command = OptOutCommand(
         action=Operation.CHECK,
         phone_numbers=(phone_number,),
-        sender=resolve_sender(req.params.get("sender"), settings),
+        # Flows send a blank query parameter for a field left empty: blank means "not given", as in bodies.
+        sender=resolve_sender((req.params.get("sender") or "").strip() or None, settings),
         region=region,
     )
     result = get_service().execute(command).results[0]

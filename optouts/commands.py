@@ -41,11 +41,25 @@ def decode_json(body: bytes, *, max_bytes: int) -> Any:
     except UnicodeDecodeError:
         raise Problem(400, "InvalidEncoding", "Invalid request body", "the body is not valid UTF-8") from None
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except RecursionError:
         raise Problem(400, "InvalidJson", "Invalid request body", "the JSON is nested too deeply") from None
     except ValueError as error:
         raise Problem(400, "InvalidJson", "Invalid request body", f"the body is not valid JSON ({_short(error)})") from None
+    # JSON may escape a lone UTF-16 surrogate ("\\ud800"): valid syntax, but not text. Echoed
+    # into an answer or a result message it cannot be encoded, so it is refused like bad UTF-8.
+    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
+        raise Problem(400, "InvalidEncoding", "Invalid request body",
+                      "the JSON escapes a lone UTF-16 surrogate, which is not a character")
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):  # too deep to check is refused too
+        return True
+    return False
 
 
 def parse_command(
@@ -67,7 +81,7 @@ def parse_command(
     region = _optional_text(payload, "region", 2, errors)
     reason = _optional_text(payload, "reason", MAX_REASON_LENGTH, errors)
     correlation_id = _optional_text(payload, "correlationId", MAX_CORRELATION_ID_LENGTH, errors)
-    if region is not None and not _is_known_region(region):
+    if region is not None and not is_known_region(region):
         errors.setdefault("region", []).append("must be a two-letter ISO 3166 region code such as US or GB")
     if errors:
         raise validation_problem(errors)
@@ -161,7 +175,7 @@ def _optional_text(payload: Mapping[str, Any], name: str, max_length: int, error
     return value or None
 
 
-def _is_known_region(region: str) -> bool:
+def is_known_region(region: str) -> bool:
     import phonenumbers  # deferred: a heavy import that cold start does not need
 
     return region.upper() in phonenumbers.SUPPORTED_REGIONS

@@ -37,9 +37,15 @@ def get_service() -> "OptOutService":
         settings = get_settings()
         with _lock:
             if _service is None:
-                from .service import OptOutService
+                from .acs import CredentialUnavailableError
+                from .service import OptOutService, credentials_unavailable
 
-                _service = OptOutService(build_client(settings))
+                try:
+                    client = build_client(settings)
+                except CredentialUnavailableError as error:
+                    # Not cached: the next request tries again.
+                    raise credentials_unavailable(error) from None
+                _service = OptOutService(client)
     return _service
 
 

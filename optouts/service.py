@@ -111,10 +111,7 @@ class OptOutService:
             raise Problem(502, "AcsRejectedRequest", "Upstream rejected the request",
                           "Azure Communication Services rejected the gateway's call") from None
         except CredentialUnavailableError as error:
-            _logger.error("the gateway could not get its credentials: %s", error)
-            raise Problem(503, "CredentialsUnavailable", "Gateway credentials unavailable",
-                          "the gateway could not obtain its credentials for Azure Communication Services; "
-                          "retry later", retry_after=DEFAULT_RETRY_AFTER_SECONDS) from None
+            raise credentials_unavailable(error) from None
         except AcsTransientError as error:
             code = "AcsThrottled" if isinstance(error, AcsThrottledError) else "AcsUnavailable"
             _logger.warning("ACS failed every %s call after retries (%s)", command.action.value, code)
@@ -133,6 +130,15 @@ class OptOutService:
             failed = [mask(r.phone_number) for r in report.results if r.status == "failed" and r.phone_number]
             _logger.warning("opt-out %s failed for %d numbers, e.g. %s",
                             report.action.value, summary["failed"], failed[:_MASKED_IN_LOGS])
+
+
+def credentials_unavailable(error: CredentialUnavailableError) -> Problem:
+    """The answer when Key Vault or the identity endpoint failed, whether while building
+    the client or in the middle of an operation."""
+    _logger.error("the gateway could not get its credentials: %s", error)
+    return Problem(503, "CredentialsUnavailable", "Gateway credentials unavailable",
+                   "the gateway could not obtain its credentials for Azure Communication Services; retry later",
+                   retry_after=DEFAULT_RETRY_AFTER_SECONDS)
 
 
 def _normalize_streaming(command: OptOutCommand, into: list[NormalizationResult]) -> Iterator[str]:

@@ -365,3 +365,28 @@ def test_key_vault_url_must_be_https() -> None:
     with pytest.raises(SettingsError) as raised:
         secret_client("http://contoso.vault.azure.net", gateway_credential())
     assert raised.value.setting == "KEY_VAULT_URL"
+
+
+def test_vault_down_on_the_first_call_is_503_not_500(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker whose very first request finds the vault unreachable answers 503."""
+    import socket
+
+    from optouts import runtime
+    from optouts.problems import Problem
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.delenv("ACS_CONNECTION_STRING", raising=False)
+    monkeypatch.setenv("KEY_VAULT_URL", f"https://127.0.0.1:{closed_port}/")
+    monkeypatch.setenv("ACS_CONNECTION_STRING_SECRET_NAME", "acs-connection-string")
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "ManagedIdentityCredential")
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{closed_port}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "test-header")
+    runtime.reset()
+    try:
+        with pytest.raises(Problem) as raised:
+            runtime.get_service()
+        assert (raised.value.status, raised.value.code) == (503, "CredentialsUnavailable")
+    finally:
+        runtime.reset()

@@ -244,12 +244,17 @@ def test_functions_in_process(gateway: LocalHost, acs: AcsEmulator, name: str, b
                                         "content-type": response.mimetype}, response.get_body()), acs)
 
 
-def test_lone_surrogates_are_answered_as_valid_json(http: RawClient, acs: AcsEmulator) -> None:
-    """Regression: JSON may escape a lone surrogate, which UTF-8 cannot carry back (was a 500)."""
-    for body in (b'{"phoneNumbers":["\\ud800"]}', b'{"\\udfff":1}'):
+def test_lone_surrogates_are_refused_like_invalid_utf8(http: RawClient, acs: AcsEmulator) -> None:
+    """Regression: JSON may escape a lone surrogate, which no UTF-8 answer can echo (was a 500)."""
+    for body in (b'{"phoneNumbers":["\\ud800"]}', b'{"\\udfff":1}', b'{"phoneNumbers":["+1425555010\\uDC00"]}'):
         answer = http.request("POST", BULK_PATHS[2], body, {"content-type": "application/json"})
         judge(answer, acs)
-        answer.body.decode("utf-8")
+        assert_problem(answer, 400, "InvalidEncoding")
+    # A proper surrogate pair is a character like any other (here an emoji, so not a number).
+    answer = http.request("POST", BULK_PATHS[2], b'{"phoneNumbers":["\\ud83d\\ude00"]}',
+                          {"content-type": "application/json"})
+    judge(answer, acs)
+    assert answer.json()["results"][0]["status"] == "invalid"
 
 
 def test_enough_requests_were_generated() -> None:

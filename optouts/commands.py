@@ -90,7 +90,7 @@ def parse_command(
             {"phoneNumbers": [f"at most {settings.max_numbers} phone numbers per request"]},
             status=413, code="TooManyPhoneNumbers",
         )
-    assert action is not None and isinstance(numbers, tuple)
+    assert action is not None and isinstance(numbers, tuple)  # nosec B101 - narrows types; errors raised above
     return OptOutCommand(
         action=action,
         phone_numbers=numbers,

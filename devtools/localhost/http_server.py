@@ -23,6 +23,9 @@ DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
 
 class FunctionsHttpServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops connections when dozens of callers connect at
+    # once (SYN retried after 1 s, or reset); the real host's Kestrel accepts 512.
+    request_queue_size = 512
 
     def __init__(
         self,

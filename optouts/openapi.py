@@ -144,6 +144,7 @@ def _single_status_operation() -> dict[str, Any]:
                 "in": "query",
                 "required": False,
                 "type": "string",
+                "x-example": "+18005550100",
                 "x-ms-summary": "Sender",
                 "description": "The sender's number or short code; the gateway's default sender when left empty.",
             },
@@ -153,9 +154,11 @@ def _single_status_operation() -> dict[str, Any]:
                 "required": False,
                 "type": "string",
                 "pattern": REGION_PATTERN,
+                "x-example": "US",
                 "x-ms-summary": "Region",
                 "x-ms-visibility": "advanced",
-                "description": "Two-letter region (such as US or GB) for a number written without +.",
+                "description": "Two-letter ISO 3166 region (such as US or GB) for a number written without +; "
+                               "an unknown region is refused.",
             },
         ],
         "responses": {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import azure.functions as func
 
 from optouts.problems import Problem
@@ -9,11 +11,13 @@ from optouts.problems import Problem
 from .responses import guarded, json_response, require_json
 
 blueprint = func.Blueprint()
+_logger = logging.getLogger("optouts.http")
 
 
 def _bulk(action: str, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     # Imported on first use: the client's dependencies are not needed to index the app (cold start).
     from optouts.acs.models import Operation
+    from optouts.audit import http_context
     from optouts.commands import decode_json, parse_command
     from optouts.runtime import get_service, get_settings
 
@@ -21,7 +25,7 @@ def _bulk(action: str, req: func.HttpRequest, trace_id: str) -> func.HttpRespons
     settings = get_settings()
     payload = decode_json(req.get_body(), max_bytes=settings.max_body_bytes)
     command = parse_command(payload, settings, action=Operation(action))
-    report = get_service().execute(command)
+    report = get_service().execute(command, audit=http_context(req.headers, trace_id))
     return json_response(report.to_dict(), trace_id=trace_id)
 
 
@@ -51,6 +55,7 @@ def check_opt_outs(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
 @guarded
 def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     from optouts.acs.models import Operation
+    from optouts.audit import http_context
     from optouts.commands import OptOutCommand, is_known_region, resolve_sender
     from optouts.problems import validation_problem
     from optouts.runtime import get_service, get_settings
@@ -67,14 +72,77 @@ def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpRespons
         sender=resolve_sender((req.params.get("sender") or "").strip() or None, settings),
         region=region,
     )
-    result = get_service().execute(command).results[0]
+    report = get_service().execute(command, audit=http_context(req.headers, trace_id))
+    result = report.results[0]
     if result.status == "invalid" and result.error is not None:
         raise validation_problem({"phoneNumber": [result.error.message]}, code=result.error.code)
     if result.status == "failed" and result.error is not None:
         raise Problem(503, result.error.code, "Upstream temporarily unavailable",
                       "Azure Communication Services did not answer for this number; retry later", retry_after=30)
-    body = {"phoneNumber": result.phone_number, "sender": command.sender, "optedOut": result.opted_out}
+    body: dict[str, object] = {"phoneNumber": result.phone_number, "sender": command.sender,
+                               "optedOut": result.opted_out}
+    if report.audit is not None:  # only when OPTOUT_AUDIT_CHECKS=true
+        body["audit"] = report.audit.to_dict()
     return json_response(body, trace_id=trace_id)
+
+
+@blueprint.function_name("GetOptOutHistory")
+@blueprint.route(route="optouts/{phoneNumber}/history", methods=["GET"])
+@guarded
+def get_opt_out_history(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
+    from azure.core.exceptions import AzureError
+
+    from optouts.audit import InvalidContinuationToken, describe_error
+    from optouts.commands import resolve_sender
+    from optouts.phone import InvalidNumber, normalize
+    from optouts.problems import validation_problem
+    from optouts.runtime import get_audit_trail, get_settings
+
+    settings = get_settings()
+    sender = resolve_sender((req.params.get("sender") or "").strip() or None, settings)
+    number = normalize(req.route_params.get("phoneNumber", ""), settings.default_region)
+    if isinstance(number, InvalidNumber):
+        raise validation_problem({"phoneNumber": [number.message]}, code=number.code)
+    top = _page_size(req.params.get("top"))
+    token = (req.params.get("continuationToken") or "").strip() or None
+    try:
+        page = get_audit_trail().history(sender, number.e164, top=top, continuation_token=token)
+    except InvalidContinuationToken as error:
+        raise validation_problem({"continuationToken": [str(error)]}) from None
+    except AzureError as error:
+        _logger.error("audit history unavailable: %s", describe_error(error))
+        raise Problem(503, "AuditUnavailable", "Audit trail unavailable",
+                      "the audit trail could not be read; retry later", retry_after=30) from None
+    body: dict[str, object] = {"value": [record.to_dict() for record in page.records]}
+    if page.continuation_token is not None:
+        body["nextLink"] = _next_link(req, number.e164, sender, top, page.continuation_token)
+    return json_response(body, trace_id=trace_id)
+
+
+def _page_size(raw: str | None) -> int:
+    from optouts.audit import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+    from optouts.problems import validation_problem
+
+    text = (raw or "").strip()
+    if not text:
+        return DEFAULT_PAGE_SIZE
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_PAGE_SIZE):
+        raise validation_problem({"top": [f"must be a whole number from 1 to {MAX_PAGE_SIZE}"]})
+    return int(text)
+
+
+def _next_link(req: func.HttpRequest, phone_number: str, sender: str, top: int, token: str) -> str:
+    """Absolute, as Power Automate's x-ms-pageable expects. The function key is left out on
+    purpose: it is a secret, and the connector sends it as a header on every page."""
+    from urllib.parse import quote, urlencode
+
+    from optouts.openapi import BASE_PATH
+
+    from .openapi_api import public_origin
+
+    scheme, host = public_origin(req.url, req.headers)
+    query = urlencode({"sender": sender, "top": top, "continuationToken": token})
+    return f"{scheme}://{host}{BASE_PATH}/optouts/{quote(phone_number, safe='')}/history?{query}"
 
 
 @blueprint.function_name("Health")

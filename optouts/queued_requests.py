@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from .audit import queue_context
 from .commands import OptOutCommand, decode_json, parse_command
-from .config import Settings, SettingsError
+from .config import DEFAULT_REQUESTS_QUEUE, Settings, SettingsError
 from .problems import Problem
 from .service import OperationReport, OptOutService
 
@@ -104,10 +105,12 @@ class QueuedRequestProcessor:
         publisher: ResultPublisher,
         max_dequeue_count: int,
         time_budget: float,
+        requests_queue: str = DEFAULT_REQUESTS_QUEUE,
     ) -> None:
         self._settings = settings
         self._service = service
         self._publisher = publisher
+        self._requests_queue = requests_queue  # the audit trail's "caller" for queued requests
         self._max_dequeue_count = max_dequeue_count
         self._time_budget = time_budget
 
@@ -126,7 +129,8 @@ class QueuedRequestProcessor:
             return self._retry_or_fail(message, None, "GatewayMisconfigured", str(error))
 
         try:
-            report = self._service().execute(command, time_budget=self._time_budget)
+            audit = queue_context(self._requests_queue, command.correlation_id or message.id)
+            report = self._service().execute(command, time_budget=self._time_budget, audit=audit)
         except Problem as problem:
             return self._retry_or_fail(message, command, problem.code, problem.detail)
         except SettingsError as error:
@@ -210,4 +214,6 @@ def _failed(
     result["error"] = {"code": code, "message": detail}
     if report is not None:
         result.update({"results": [r.to_dict() for r in report.results], "summary": report.summary})
+        if report.audit is not None:
+            result["audit"] = report.audit.to_dict()
     return result

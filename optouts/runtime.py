@@ -13,6 +13,7 @@ from .config import AuthMode, QueueSettings, Settings, SettingsError
 
 if TYPE_CHECKING:
     from .acs import OptOutsClient
+    from .audit import AuditTrail
     from .queued_requests import QueuedRequestProcessor
     from .service import OptOutService
 
@@ -20,6 +21,7 @@ _lock = threading.Lock()
 _settings: Settings | None = None
 _service: "OptOutService | None" = None
 _processor: "QueuedRequestProcessor | None" = None
+_audit_trail: "AuditTrail | None" = None
 
 
 def get_settings() -> Settings:
@@ -35,6 +37,7 @@ def get_service() -> "OptOutService":
     global _service
     if _service is None:
         settings = get_settings()
+        audit_trail = get_audit_trail()  # before taking the lock, which it takes itself
         with _lock:
             if _service is None:
                 from .acs import CredentialUnavailableError
@@ -45,8 +48,23 @@ def get_service() -> "OptOutService":
                 except CredentialUnavailableError as error:
                     # Not cached: the next request tries again.
                     raise credentials_unavailable(error) from None
-                _service = OptOutService(client)
+                _service = OptOutService(client, audit_trail)
     return _service
+
+
+def get_audit_trail() -> "AuditTrail":
+    """The audit trail; its table client is built on first write, so a storage setting
+    that is missing shows up as failed audit records, not as a failed operation."""
+    global _audit_trail
+    if _audit_trail is None:
+        settings = get_settings()
+        with _lock:
+            if _audit_trail is None:
+                from .audit import AuditTrail, table_client
+
+                _audit_trail = AuditTrail(lambda: table_client(settings.audit_table),
+                                          include_checks=settings.audit_checks)
+    return _audit_trail
 
 
 def get_queue_processor(max_dequeue_count: int) -> "QueuedRequestProcessor":
@@ -68,6 +86,7 @@ def get_queue_processor(max_dequeue_count: int) -> "QueuedRequestProcessor":
                     settings=get_settings,
                     service=get_service,
                     publisher=publisher,
+                    requests_queue=queue_settings.requests_queue,
                     max_dequeue_count=max_dequeue_count,
                     time_budget=queue_settings.time_budget_seconds,
                 )
@@ -107,8 +126,11 @@ def build_client(settings: Settings) -> "OptOutsClient":
 
 def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
-    global _settings, _service, _processor
+    global _settings, _service, _processor, _audit_trail
     with _lock:
         service, _service, _settings, _processor = _service, None, None, None
+        audit_trail, _audit_trail = _audit_trail, None
     if service is not None:
         service.client.close()
+    if audit_trail is not None:
+        audit_trail.close()

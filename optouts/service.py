@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .acs import (
@@ -21,6 +21,7 @@ from .acs import (
     RecipientOutcome,
     RecipientResult,
 )
+from .audit import AuditContext, AuditOutcome, AuditTrail, records_for
 from .commands import OptOutCommand
 from .phone import InvalidNumber, NormalizationResult, NormalizedNumber, mask, normalize
 from .problems import Problem
@@ -62,6 +63,8 @@ class OperationReport:
     action: Operation
     sender: str
     results: list[NumberResult]
+    #: None when the operation is not audited (a check, unless OPTOUT_AUDIT_CHECKS=true).
+    audit: AuditOutcome | None = None
 
     @property
     def summary(self) -> dict[str, int]:
@@ -76,24 +79,31 @@ class OperationReport:
         return any(r.error is not None and r.error.code in TRANSIENT_ERROR_CODES for r in self.results)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "action": self.action.value,
             "sender": self.sender,
             "results": [r.to_dict() for r in self.results],
             "summary": self.summary,
         }
+        if self.audit is not None:
+            data["audit"] = self.audit.to_dict()
+        return data
 
 
 class OptOutService:
-    def __init__(self, client: OptOutsClient) -> None:
+    def __init__(self, client: OptOutsClient, audit_trail: AuditTrail | None = None) -> None:
         self._client = client
+        self._audit_trail = audit_trail
 
     @property
     def client(self) -> OptOutsClient:
         return self._client
 
-    def execute(self, command: OptOutCommand, *, time_budget: float | None = None) -> OperationReport:
-        """Normalize, send the valid numbers upstream, and report one result per input.
+    def execute(
+        self, command: OptOutCommand, *, time_budget: float | None = None, audit: AuditContext | None = None
+    ) -> OperationReport:
+        """Normalize, send the valid numbers upstream, and report one result per input;
+        with an `audit` context, append what ACS was asked to the audit trail.
 
         Raises `Problem` (502/503) when ACS refused the gateway or failed every call.
         """
@@ -121,6 +131,9 @@ class OptOutService:
 
         report = OperationReport(command.action, command.sender, _merge(command, normalized, upstream))
         self._log(report)
+        trail = self._audit_trail
+        if audit is not None and trail is not None and trail.audits(command.action.value):
+            report = replace(report, audit=trail.record(records_for(command, report, audit)))
         return report
 
     def _log(self, report: OperationReport) -> None:

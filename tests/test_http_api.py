@@ -79,6 +79,7 @@ def test_indexed_function_metadata() -> None:
         "AddOptOuts": ("optouts/add", ["POST"]),
         "CheckOptOuts": ("optouts/check", ["POST"]),
         "GetOptOutStatus": ("optouts/{phoneNumber}", ["GET"]),
+        "GetOptOutHistory": ("optouts/{phoneNumber}/history", ["GET"]),
         "Health": ("health", ["GET"]),
     }
     functions = registered_functions()

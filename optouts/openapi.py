@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from .audit import MAX_PAGE_SIZE
 from .commands import MAX_REASON_LENGTH, MAX_SENDER_LENGTH
 from .config import DEFAULT_MAX_NUMBERS
 from .phone import MAX_INPUT_LENGTH
@@ -26,7 +27,8 @@ from .phone import MAX_INPUT_LENGTH
 PLACEHOLDER_HOST = "your-function-app.azurewebsites.net"
 BASE_PATH = "/api"
 FUNCTION_KEY_HEADER = "x-functions-key"
-REGION_PATTERN = "^[A-Za-z]{2}$"
+# Blank means "not given" (flows send empty fields), so the default region applies.
+REGION_PATTERN = "^([A-Za-z]{2})?$"
 
 #: How callers authenticate to the app: its function key, or Entra ID (App Service
 #: authentication) in front of it, in which case the connector adds the key by policy.
@@ -89,6 +91,7 @@ def _paths() -> dict[str, Any]:
             "Tells for each given phone number whether it has opted out of SMS from the sender.",
         )},
         "/optouts/{phoneNumber}": {"get": _single_status_operation()},
+        "/optouts/{phoneNumber}/history": {"get": _history_operation()},
     }
 
 
@@ -173,6 +176,73 @@ def _single_status_operation() -> dict[str, Any]:
     }
 
 
+def _history_operation() -> dict[str, Any]:
+    return {
+        "operationId": "GetOptOutHistory",
+        "summary": "Get Opt-Out History Of A Phone Number",
+        "description": "Lists who added, removed or checked one phone number on the sender's opt-out list, "
+                       "newest first, a page at a time.",
+        "tags": ["Opt-outs"],
+        "produces": list(_RESPONSE_TYPES),
+        # Power Automate follows nextLink itself and hands the flow every page's records.
+        "x-ms-pageable": {"nextLinkName": "nextLink"},
+        "parameters": [
+            {
+                "name": "phoneNumber",
+                "in": "path",
+                "required": True,
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_INPUT_LENGTH,
+                "x-ms-summary": "Phone number",
+                "x-ms-visibility": "important",
+                "description": "The phone number, in E.164 (+14255550100) or the default region's national format.",
+                "x-example": "+14255550100",
+            },
+            {
+                "name": "sender",
+                "in": "query",
+                "required": False,
+                "type": "string",
+                "x-example": "+18005550100",
+                "x-ms-summary": "Sender",
+                "description": "The sender's number or short code; the gateway's default sender when left empty.",
+            },
+            {
+                "name": "top",
+                "in": "query",
+                "required": False,
+                "type": "integer",
+                "format": "int32",
+                "minimum": 1,
+                "maximum": MAX_PAGE_SIZE,
+                "x-example": 20,
+                "x-ms-summary": "Page size",
+                "x-ms-visibility": "advanced",
+                "description": f"How many records one page holds, 1 to {MAX_PAGE_SIZE}; 50 when left empty.",
+            },
+            {
+                "name": "continuationToken",
+                "in": "query",
+                "required": False,
+                "type": "string",
+                "pattern": "^[0-9]{19}_[0-9a-f]{32}$",
+                "x-ms-summary": "Continuation token",
+                "x-ms-visibility": "internal",
+                "description": "Where the next page starts, as given in the previous page's nextLink.",
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "One page of the number's audit records, newest first.",
+                "schema": {"$ref": "#/definitions/OptOutHistory"},
+                "headers": _trace_header(),
+            },
+            **_error_responses(400, 401, 403, 502, 503),
+        },
+    }
+
+
 _ERROR_DESCRIPTIONS = {
     400: "The request is malformed: not JSON, wrong types, missing or unknown fields, or an invalid number.",
     401: "The function key is missing or wrong (answered by the Functions host, with no body).",
@@ -216,6 +286,9 @@ def _definitions() -> dict[str, Any]:
         "NumberError": _number_error_schema(),
         "OptOutSummary": _summary_schema(),
         "OptOutStatus": _status_schema(),
+        "AuditSummary": _audit_summary_schema(),
+        "OptOutHistory": _history_schema(),
+        "AuditRecord": _audit_record_schema(),
         "Problem": _problem_schema(),
     }
 
@@ -290,6 +363,7 @@ def _report_schema() -> dict[str, Any]:
                 "description": "One result per number given, in the same order.",
             },
             "summary": {"$ref": "#/definitions/OptOutSummary"},
+            "audit": {"$ref": "#/definitions/AuditSummary"},
         },
     }
 
@@ -369,7 +443,83 @@ def _status_schema() -> dict[str, Any]:
             "sender": {"type": "string", "x-ms-summary": "Sender", "description": "The sender checked for."},
             "optedOut": {"type": "boolean", "x-ms-summary": "Opted out",
                          "description": "Whether the number is on the sender's opt-out list."},
+            "audit": {"$ref": "#/definitions/AuditSummary"},
         },
+    }
+
+
+def _audit_summary_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["recorded", "failed"],
+        "additionalProperties": False,
+        "x-ms-summary": "Audit",
+        "description": "How many audit records were written; absent when the action is not audited.",
+        "properties": {
+            "recorded": {"type": "integer", "format": "int32", "minimum": 0, "x-ms-summary": "Audit records written",
+                         "description": "One per distinct number sent to ACS."},
+            "failed": {"type": "integer", "format": "int32", "minimum": 0, "x-ms-summary": "Audit records failed",
+                       "description": "Records that could not be written; the change itself was still made."},
+        },
+    }
+
+
+def _history_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["value"],
+        "additionalProperties": False,
+        "properties": {
+            "value": {
+                "type": "array",
+                "items": {"$ref": "#/definitions/AuditRecord"},
+                "x-ms-summary": "Records",
+                "description": "The audit records of this page, newest first.",
+            },
+            "nextLink": {
+                "type": "string",
+                "x-ms-summary": "Next page link",
+                "x-ms-visibility": "internal",
+                "description": "The absolute URL of the next page; absent on the last page.",
+            },
+        },
+    }
+
+
+def _audit_record_schema() -> dict[str, Any]:
+    def text(label: str, description: str, *, nullable: bool = False) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "string", "x-ms-summary": label, "description": description}
+        if nullable:
+            schema["x-nullable"] = True
+        return schema
+
+    properties = {
+        "occurredAt": {"type": "string", "format": "date-time", "x-ms-summary": "Occurred at",
+                       "description": "When ACS answered, in UTC."},
+        "action": {"type": "string", "enum": ["add", "remove", "check"], "x-ms-summary": "Action",
+                   "description": "What was asked of ACS: add, remove or check."},
+        "sender": text("Sender", "The sender whose opt-out list it was."),
+        "phoneNumber": text("Phone number (E.164)", "The number, in E.164."),
+        "outcome": {"type": "string", "enum": ["succeeded", "invalid", "failed"], "x-ms-summary": "Outcome",
+                    "description": "succeeded, invalid (refused by ACS) or failed."},
+        "upstreamStatus": {"type": "integer", "format": "int32", "x-nullable": True,
+                           "x-ms-summary": "ACS status", "description": "The HTTP status ACS gave for this number."},
+        "errorCode": text("Error code", "Why it did not succeed, when it did not.", nullable=True),
+        "optedOut": {"type": "boolean", "x-nullable": True, "x-ms-summary": "Opted out",
+                     "description": "Check only: whether the number was on the opt-out list."},
+        "caller": text("Caller", "The Entra principal, function-key, or the queue the request came from."),
+        "callerId": text("Caller id", "The Entra principal's object id, when known.", nullable=True),
+        "channel": {"type": "string", "enum": ["http", "queue"], "x-ms-summary": "Channel",
+                    "description": "How the request arrived: http or queue."},
+        "correlationId": text("Correlation id", "The trace id of the HTTP request or the queue correlationId."),
+        "reason": text("Reason", "The reason the caller gave.", nullable=True),
+    }
+    return {
+        "type": "object",
+        "required": list(properties),
+        "additionalProperties": False,
+        "x-ms-summary": "Audit record",
+        "properties": properties,
     }
 
 

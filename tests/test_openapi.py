@@ -24,7 +24,8 @@ from optouts import commands, config, openapi
 
 REPO = Path(__file__).resolve().parent.parent
 CONNECTOR = REPO / "connector"
-OPERATION_IDS = {"RemoveOptOutNumbers", "AddOptOutNumbers", "CheckOptOutNumbers", "GetOptOutStatus"}
+OPERATION_IDS = {"RemoveOptOutNumbers", "AddOptOutNumbers", "CheckOptOutNumbers", "GetOptOutStatus",
+                 "GetOptOutHistory"}
 ERRORS_EVERY_OPERATION_DECLARES = {"400", "401", "403", "502", "503"}
 # Only a request with a body can be too large or of the wrong media type.
 ERRORS_ONLY_BODIES_CAUSE = {"413", "415"}
@@ -184,7 +185,7 @@ def test_request_schema_is_the_code_rules() -> None:
     assert {k: properties["phoneNumbers"][k] for k in ("type", "minItems", "maxItems")} == {
         "type": "array", "minItems": 1, "maxItems": config.DEFAULT_MAX_NUMBERS}
     assert properties["phoneNumbers"]["items"]["type"] == "string"
-    assert properties["region"]["pattern"] == "^[A-Za-z]{2}$"
+    assert properties["region"]["pattern"] == "^([A-Za-z]{2})?$"
     assert properties["reason"]["maxLength"] == commands.MAX_REASON_LENGTH == openapi.MAX_REASON_LENGTH
     assert properties["sender"]["maxLength"] == commands.MAX_SENDER_LENGTH == openapi.MAX_SENDER_LENGTH
     assert document["securityDefinitions"] == {

@@ -6,12 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .server import SUPPORTED_API_VERSIONS, AcsEmulator, FaultConfig
+from .faults import FaultConfig
+from .server import SUPPORTED_API_VERSIONS, AcsEmulator
 
 __all__ = ["SUPPORTED_API_VERSIONS", "AcsEmulator", "FaultConfig", "running_emulator"]
 
 
 @contextmanager
 def running_emulator(**options: Any) -> Iterator[AcsEmulator]:
+    """`AcsEmulator(**options)`, started, and stopped on leaving the block."""
     with AcsEmulator(**options) as emulator:
         yield emulator

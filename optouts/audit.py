@@ -32,6 +32,7 @@ from datetime import datetime, timedelta, timezone
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from .config import SettingsError
 from .phone import mask
 from .storage import connection_string, identity_credential, service_url
 
@@ -356,8 +357,6 @@ class AuditTrail:
 
 def describe_error(error: BaseException) -> str:
     """What went wrong without the SDK's message text, which may carry URLs, keys or numbers."""
-    from .config import SettingsError
-
     if isinstance(error, SettingsError):
         return str(error)  # names the setting, never its value
     if isinstance(error, TimeoutError):

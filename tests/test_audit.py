@@ -170,7 +170,8 @@ def test_history_pages_newest_first_with_an_absolute_next_link(audit_env: str) -
         if "nextLink" not in page:
             break
         link = urlsplit(page["nextLink"])
-        assert (link.scheme, link.netloc, link.path) == ("http", "127.0.0.1:7071", "/api/optouts/%2B14255550142/history")
+        assert (link.scheme, link.netloc) == ("http", "127.0.0.1:7071")
+        assert link.path == "/api/optouts/%2B14255550142/history"
         assert "code" not in parse_qs(link.query)  # the function key is never echoed
         params = {name: values[0] for name, values in parse_qs(link.query).items()}
         assert params["sender"] == SENDER and params["top"] == "2"

@@ -15,7 +15,7 @@ from phonenumbers import NumberParseException, PhoneNumberFormat
 
 #: Longer than any real number with generous formatting; keeps parsing cheap.
 MAX_INPUT_LENGTH = 64
-_SEPARATORS = frozenset(" -.()/\u00a0\u2010\u2011\u2012\u2013\u2014\u2212")
+SEPARATORS = frozenset(" -.()/\u00a0\u2010\u2011\u2012\u2013\u2014\u2212")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ def _digits_and_plus(text: str) -> str | None:
     """Keep digits (any script, as ASCII) and one leading +; None if anything else is there."""
     out: list[str] = []
     for char in text:
-        if char in _SEPARATORS:
+        if char in SEPARATORS:
             continue
         if char == "+" and not out:
             out.append("+")

@@ -39,7 +39,9 @@ FUZZ = settings(deadline=None, database=None,
 
 UNICODE_DIGITS = "０１２３４５６７８９٠١٢٣٤٥٦٧٨٩۰۴۵०१२९০৯๑๙𝟎𝟏𝟗𝟘𝟡"
 LOOK_ALIKES = "OoIlL|SBZ①②²³₁ⅠⅡ＋﹢➕‐−\u200b\u200e\u202e\ufeff\u0660\u06f0\u2007"
-SEPARATORS = " -.()/\u00a0\u2010\u2013"
+from optouts.phone import SEPARATORS as _GATEWAY_SEPARATORS
+
+SEPARATORS = "".join(sorted(_GATEWAY_SEPARATORS))  # what the gateway itself treats as separators
 
 phone_like = st.builds(
     lambda prefix, body: prefix + body,

@@ -83,10 +83,17 @@ def render(results: dict[str, Any]) -> str:
         raw = overhead[f"raw http.client, {size} recipients"].median
         client = overhead[f"OptOutsClient, {size} recipients"].median
         gateway = overhead[f"HTTP function in-process, {size} recipients"].median
+        normalization = overhead[f"phonenumbers normalization alone, {size} recipients"].median
+        budget = BUDGETS[f"overhead_{size}"]
         ratio = gateway / raw
-        lines.append(f"- {size} number(s): gateway / raw = **{ratio:.2f}x**, {_verdict(ratio, BUDGETS[f'overhead_{size}'])}; "
-                     f"client alone / raw = {client / raw:.2f}x.")
-
+        lines.append(f"- {size} number(s): gateway / raw = **{ratio:.2f}x**, {_verdict(ratio, budget)}; "
+                     f"client alone / raw = {client / raw:.2f}x; gateway without its normalization "
+                     f"/ raw = {(gateway - normalization) / raw:.2f}x.")
+        floor = (raw + normalization) / raw
+        if floor > budget:
+            lines.append(f"  - Floor: raw + normalizing the numbers with phonenumbers alone is already "
+                         f"{floor:.2f}x raw, so no gateway that validates every number can meet "
+                         f"{budget:g}x here.")
     bulk = results["bulk"]
     figure: Figure = bulk["figure"]
     ratio = figure.median / bulk["ideal"]

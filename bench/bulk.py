@@ -34,7 +34,7 @@ def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> d
     gateway_samples: list[float] = []
     naive: float
     with emulator_process(latency_ms) as connection_string:
-        gateway = InProcessGateway(connection_string)
+        gateway = InProcessGateway(connection_string, "RemoveOptOuts")
         numbers = mixed_numbers(count)
         gateway.post(numbers[:100])  # warm connections and imports
         for _ in range(runs):

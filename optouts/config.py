@@ -61,6 +61,7 @@ class Settings:
     time_budget_seconds: float
     audit_table: str
     audit_checks: bool
+    audit_writes: bool
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -117,6 +118,7 @@ class Settings:
             time_budget_seconds=_number(env, "OPTOUT_TIME_BUDGET_SECONDS", DEFAULT_TIME_BUDGET_SECONDS, minimum=1),
             audit_table=_text(env, "OPTOUT_AUDIT_TABLE") or DEFAULT_AUDIT_TABLE,
             audit_checks=_flag(env, "OPTOUT_AUDIT_CHECKS"),
+            audit_writes=_flag(env, "OPTOUT_AUDIT_WRITES", default=True),
         )
 
     def describe(self) -> dict[str, object]:
@@ -166,8 +168,8 @@ def _csv(env: Mapping[str, str], name: str) -> frozenset[str]:
     return frozenset(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    value = (_text(env, name) or "false").lower()
+def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
+    value = (_text(env, name) or str(default)).lower()
     if value in {"1", "true", "yes"}:
         return True
     if value in {"0", "false", "no"}:

@@ -16,6 +16,7 @@ from phonenumbers import NumberParseException, PhoneNumberFormat
 #: Longer than any real number with generous formatting; keeps parsing cheap.
 MAX_INPUT_LENGTH = 64
 SEPARATORS = frozenset(" -.()/\u00a0\u2010\u2011\u2012\u2013\u2014\u2212")
+_DROP_SEPARATORS = str.maketrans(dict.fromkeys(SEPARATORS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +61,19 @@ def normalize(raw: object, region: str) -> NormalizationResult:
 
 def _digits_and_plus(text: str) -> str | None:
     """Keep digits (any script, as ASCII) and one leading +; None if anything else is there."""
+    compact = text.translate(_DROP_SEPARATORS)
+    if compact.isascii():
+        # The common case, and cheap: no digits of other scripts to convert.
+        digits = compact[1:] if compact.startswith("+") else compact
+        return compact if digits.isdigit() else None
     out: list[str] = []
-    for char in text:
-        if char in SEPARATORS:
-            continue
+    for char in compact:
         if char == "+" and not out:
             out.append("+")
-            continue
-        if char.isdecimal():
+        elif char.isdecimal():
             out.append(str(unicodedata.decimal(char)))
-            continue
-        return None
+        else:
+            return None
     digits = "".join(out)
     return digits if digits.strip("+") else None
 

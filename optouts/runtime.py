@@ -37,7 +37,8 @@ def get_service() -> "OptOutService":
     global _service
     if _service is None:
         settings = get_settings()
-        audit_trail = get_audit_trail()  # before taking the lock, which it takes itself
+        # Before taking the lock, which get_audit_trail takes itself.
+        audit_trail = get_audit_trail() if settings.audit_writes else None
         with _lock:
             if _service is None:
                 from .acs import CredentialUnavailableError

@@ -142,6 +142,17 @@ def test_checks_are_audited_only_when_asked(audit_env: str, azurite: Azurite,
     assert [(r["action"], r["optedOut"]) for r in records] == [("check", False), ("check", False)]
 
 
+def test_writes_can_be_turned_off(audit_env: str, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> None:
+    body_of(call("RemoveOptOuts", body={"phoneNumbers": [NUMBER]}))  # written while on
+    monkeypatch.setenv("OPTOUT_AUDIT_WRITES", "false")
+    runtime.reset()
+    report = body_of(call("AddOptOuts", body={"phoneNumbers": [NUMBER, OTHER_NUMBER]}))
+    assert report["summary"]["succeeded"] == 2
+    assert "audit" not in report
+    assert [r["action"] for r in history(NUMBER)["value"]] == ["remove"]  # history still reads
+    assert len(read_table(azurite, audit_env)) == 1
+
+
 def test_a_number_nobody_sent_is_not_audited(audit_env: str, azurite: Azurite) -> None:
     report = body_of(call("RemoveOptOuts", body={"phoneNumbers": ["garbage", ""]}))
     assert report["audit"] == {"recorded": 0, "failed": 0}

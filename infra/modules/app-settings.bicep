@@ -82,6 +82,7 @@ var commonSettings = {
   OPTOUT_RESULTS_CONTAINER: resultsContainerName
   OPTOUT_AUDIT_TABLE: auditTableName
   OPTOUT_AUDIT_CHECKS: auditChecks ? 'true' : 'false'
+  OPTOUT_AUDIT_WRITES: 'true'
 }
 
 // Exactly one way to reach ACS per mode; the code picks its mode from which of these

@@ -19,7 +19,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from azure.core import PipelineClient
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError
@@ -30,10 +29,7 @@ from azure.core.pipeline.policies import (
     RequestIdPolicy,
     UserAgentPolicy,
 )
-from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from .credentials import AccessKeyCredential, StaticAccessKey, parse_connection_string
 from .errors import (
@@ -46,6 +42,7 @@ from .errors import (
 )
 from .models import Operation, RecipientOutcome, RecipientResult
 from .policies import DEADLINE_OPTION, DeadlineRetryPolicy, HmacSigningPolicy
+from .transport import StdlibTransport
 
 DEFAULT_API_VERSION = "2026-01-23"
 ACS_SCOPE = "https://communication.azure.com//.default"
@@ -128,10 +125,10 @@ class OptOutsClient:
             auth_policy,
             HttpLoggingPolicy(**kwargs),
         ]
-        transport = kwargs.pop("transport", None) or RequestsTransport(
-            session=_pooled_session(pool_size=max(10, 4 * max_concurrency)),
+        transport = kwargs.pop("transport", None) or StdlibTransport(
             connection_timeout=connection_timeout,
             read_timeout=read_timeout,
+            pool_size=4 * max_concurrency,
         )
         self._pipeline_client: PipelineClient = PipelineClient(
             base_url=self._endpoint, policies=policies, transport=transport
@@ -189,6 +186,7 @@ class OptOutsClient:
         batch = _ChunkBatch(self, operation, sender, deadline, answers)
 
         chunk: list[str] = []
+        full: list[str] | None = None
         seen: set[str] = set()
         # `recipients` may be a generator doing real work (number normalization):
         # consuming it while earlier chunks are in flight overlaps that work with I/O.
@@ -197,12 +195,17 @@ class OptOutsClient:
             if to in seen:
                 continue
             seen.add(to)
+            if full is not None:
+                batch.submit(full)
+                full = None
             chunk.append(to)
             if len(chunk) == MAX_RECIPIENTS_PER_CALL:
-                batch.submit(chunk)
-                chunk = []
-        if chunk:
-            batch.submit(chunk, inline=not batch.has_work)
+                # Held back until another recipient shows up: the last chunk is sent
+                # from this thread, which would otherwise sit idle waiting for it.
+                full, chunk = chunk, []
+        last = full or chunk
+        if last:
+            batch.submit(last, inline=True)
         batch.wait(raise_when_nothing_answered=True)
 
         self._retry_failed_recipients(batch, operation, sender, deadline, answers)
@@ -300,13 +303,9 @@ class _ChunkBatch:
         self._stopped = threading.Event()
         self.whole_call_failures: set[str] = set()
 
-    @property
-    def has_work(self) -> bool:
-        return bool(self._futures)
-
     def submit(self, chunk: list[str], *, inline: bool = False) -> None:
-        """Send `chunk` on the shared pool, or in the caller's thread when it is the
-        operation's only chunk (a thread hand-off would only add latency)."""
+        """Send `chunk` on the shared pool, or `inline` in the caller's thread (for the
+        operation's last chunk, where a thread hand-off would only add latency)."""
         self._slots.acquire()
         if self._stopped.is_set():
             self._slots.release()
@@ -440,17 +439,3 @@ def _retry_after_seconds(headers: Any) -> float | None:
             except ValueError:
                 continue
     return None
-
-
-def _pooled_session(pool_size: int) -> requests.Session:
-    session = requests.Session()
-    # Reading proxy settings from the environment costs a scan of os.environ on every
-    # request; the gateway talks to ACS directly (pass `proxies=` to use a proxy).
-    session.trust_env = False
-    # Retries belong to the pipeline's policy, never to urllib3 underneath it.
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size,
-                          max_retries=Retry(total=False, redirect=False, raise_on_status=False))
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-

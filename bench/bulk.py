@@ -62,6 +62,14 @@ def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> d
             naive_raw = time.perf_counter() - started
         finally:
             raw.close()
+    from optouts.phone import normalize
+
+    normalization_samples: list[float] = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        for number in numbers:
+            normalize(number, "US")
+        normalization_samples.append(time.perf_counter() - started)
     ideal = math.ceil(math.ceil(count / 100) / concurrency) * latency_ms / 1000
     return {
         "count": count,
@@ -69,6 +77,7 @@ def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> d
         "concurrency": concurrency,
         "samples": gateway_samples,
         "client_samples": client_samples,
+        "normalization_samples": normalization_samples,
         "ideal": ideal,
         "naive_one_chunk_at_a_time": naive,
         "naive_raw_http_client": naive_raw,

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import SettingsError
 from .phone import mask
-from .storage import connection_string, identity_credential, service_url
+from .storage import connection_string, identity_credential, service_url, transport_options
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -376,12 +376,12 @@ def table_client(table_name: str, *, timeout: float = DEFAULT_TIME_BUDGET_SECOND
     queue trigger). Few retries and short timeouts: the caller's time budget is the real limit."""
     from azure.data.tables import TableClient
 
-    options: dict[str, Any] = {
+    options = transport_options({
         "retry_total": 2,
         "retry_backoff_factor": 0.2,
         "connection_timeout": min(timeout, 5.0),
         "read_timeout": timeout,
-    }
+    })
     conn_str = connection_string(connection)
     if conn_str is not None:
         return TableClient.from_connection_string(conn_str, table_name, **options)

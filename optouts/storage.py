@@ -58,9 +58,23 @@ def identity_credential(name: str, environ: Mapping[str, str] | None = None) -> 
     return DefaultAzureCredential(managed_identity_client_id=client_id)
 
 
+def transport_options(options: dict[str, Any]) -> dict[str, Any]:
+    """`options` for a storage client, with a `requests` transport that does not read the
+    environment: with it, every call looks for a ~/.netrc file and scans the proxy
+    variables, a cost the queue path paid on each message (the ACS client makes the same
+    choice). Timeouts given in `options` move to the transport."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    if "transport" in options:
+        return options
+    timeouts = {name: options.pop(name) for name in ("connection_timeout", "read_timeout") if name in options}
+    return {**options, "transport": RequestsTransport(use_env_settings=False, **timeouts)}
+
+
 def queue_client(queue_name: str, connection: str = "AzureWebJobsStorage", **options: Any) -> Any:
     from azure.storage.queue import QueueClient
 
+    options = transport_options(options)
     conn_str = connection_string(connection)
     if conn_str is not None:
         return QueueClient.from_connection_string(conn_str, queue_name, **options)
@@ -70,6 +84,7 @@ def queue_client(queue_name: str, connection: str = "AzureWebJobsStorage", **opt
 def blob_container_client(container: str, connection: str = "AzureWebJobsStorage", **options: Any) -> Any:
     from azure.storage.blob import ContainerClient
 
+    options = transport_options(options)
     conn_str = connection_string(connection)
     if conn_str is not None:
         return ContainerClient.from_connection_string(conn_str, container, **options)

@@ -24,4 +24,5 @@ def test_benchmarks_run_and_render(restored_environment: None) -> None:
     for section in ("## 1. Overhead", "## 2. Bulk remove", "## 3. Cold start", "## 4. Queue throughput", "## 5. Memory"):
         assert section in report
     assert results["queue"]["completed"] == results["queue"]["messages"]
+    assert results["queue"]["audited_completed"] == results["queue"]["messages"]
     assert '"overhead"' in to_json(results)

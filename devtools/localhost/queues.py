@@ -25,7 +25,7 @@ from typing import Any
 import azure.functions.queue as func_queue
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from optouts.storage import connection_string, identity_credential, service_url
+from optouts.storage import queue_client
 
 from .app_loader import QueueFunction
 from .host_config import QueueOptions
@@ -35,15 +35,6 @@ _logger = logging.getLogger("devtools.localhost")
 
 PROCESSING_LEASE_SECONDS = 600
 FIRST_POLL_DELAY = 0.1
-
-
-def queue_client(connection: str, queue_name: str) -> Any:
-    from azure.storage.queue import QueueClient
-
-    conn_str = connection_string(connection)
-    if conn_str is not None:
-        return QueueClient.from_connection_string(conn_str, queue_name)
-    return QueueClient(service_url(connection, "queue"), queue_name, credential=identity_credential(connection))
 
 
 def resolve_queue_name(name: str) -> str:
@@ -64,8 +55,8 @@ class QueueListener:
         self.queue_name = resolve_queue_name(function.queue_name)
         self._invoker = invoker
         self._function_timeout = function_timeout
-        self._queue = queue_client(function.connection, self.queue_name)
-        self._poison = queue_client(function.connection, f"{self.queue_name}-poison")
+        self._queue = queue_client(self.queue_name, function.connection)
+        self._poison = queue_client(f"{self.queue_name}-poison", function.connection)
         self._stopping = threading.Event()
         self._in_flight_count = 0
         self._count_lock = threading.Lock()

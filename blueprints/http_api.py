@@ -104,7 +104,9 @@ def get_opt_out_history(req: func.HttpRequest, trace_id: str) -> func.HttpRespon
     if isinstance(number, InvalidNumber):
         raise validation_problem({"phoneNumber": [number.message]}, code=number.code)
     top = _page_size(req.params.get("top"))
-    token = (req.params.get("continuationToken") or "").strip() or None
+    # Empty means the first page (as an unset field does in Power Automate); anything else must
+    # be a token exactly as nextLink gave it.
+    token = req.params.get("continuationToken") or None
     try:
         page = get_audit_trail().history(sender, number.e164, top=top, continuation_token=token)
     except InvalidContinuationToken as error:

@@ -53,7 +53,7 @@ MAX_PAGE_SIZE = 500
 #: Principal names come from a header: kept, but not without limit.
 MAX_CALLER_LENGTH = 256
 #: A continuation token is the last RowKey of the previous page.
-_ROW_KEY_PATTERN = re.compile(r"\d{19}_[0-9a-f]{32}")
+_ROW_KEY_PATTERN = re.compile(r"[0-9]{19}_[0-9a-f]{32}")
 #: HTTP callers authenticated only by a function key: the host does not say which key.
 FUNCTION_KEY_CALLER = "function-key"
 PRINCIPAL_NAME_HEADER = "x-ms-client-principal-name"

@@ -226,10 +226,11 @@ def _history_operation() -> dict[str, Any]:
                 "in": "query",
                 "required": False,
                 "type": "string",
-                "pattern": "^[0-9]{19}_[0-9a-f]{32}$",
+                "pattern": "^([0-9]{19}_[0-9a-f]{32})?$",
                 "x-ms-summary": "Continuation token",
                 "x-ms-visibility": "internal",
-                "description": "Where the next page starts, as given in the previous page's nextLink.",
+                "description": "Where the next page starts, as given in the previous page's nextLink; "
+                               "empty for the first page.",
             },
         ],
         "responses": {

@@ -212,8 +212,12 @@ def test_history_refuses_bad_input(audit_env: str) -> None:
     assert_problem(get(NUMBER, sender="+18005559999"), 403, "SenderNotAllowed")
     for top in ("0", "501", "ten", "-1", "٣", "1.5"):
         assert "top" in assert_problem(get(NUMBER, top=top), 400, "ValidationFailed")["errors"]
-    for token in ("%%%", "bm90IGpzb24", "' or 1 eq 1 or '", "2516069451093398339_" + "X" * 32, "x" * 3000):
+    well_formed = "2516069451093398339_" + "a" * 32
+    for token in ("%%%", "bm90IGpzb24", "' or 1 eq 1 or '", "2516069451093398339_" + "X" * 32, "x" * 3000,
+                  " ", f" {well_formed}", f"{well_formed}\n", "\u0662" * 19 + "_" + "a" * 32):
         assert "continuationToken" in assert_problem(get(NUMBER, continuationToken=token), 400)["errors"]
+    assert get(NUMBER, continuationToken="").status_code == 200  # empty: the first page
+    assert get(NUMBER, continuationToken=well_formed).status_code == 200
 
 
 def test_history_without_storage_settings_names_the_setting(audit_env: str,

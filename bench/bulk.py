@@ -12,6 +12,7 @@ import resource
 import sys
 import time
 
+from .measure import time_call
 from .processes import emulator_process
 
 SENDER = "+18005550100"
@@ -29,7 +30,7 @@ def e164_numbers(count: int) -> list[str]:
 def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> dict[str, object]:
     from optouts.acs import OptOutsClient
 
-    from .client_overhead import InProcessGateway, RawPoster
+    from .client_overhead import InProcessGateway, RawPoster, normalize_all
 
     gateway_samples: list[float] = []
     naive: float
@@ -62,14 +63,7 @@ def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> d
             naive_raw = time.perf_counter() - started
         finally:
             raw.close()
-    from optouts.phone import normalize
-
-    normalization_samples: list[float] = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        for number in numbers:
-            normalize(number, "US")
-        normalization_samples.append(time.perf_counter() - started)
+    normalization_samples = [time_call(lambda: normalize_all(numbers)) for _ in range(runs)]
     ideal = math.ceil(math.ceil(count / 100) / concurrency) * latency_ms / 1000
     return {
         "count": count,

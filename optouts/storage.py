@@ -67,8 +67,10 @@ def transport_options(options: dict[str, Any]) -> dict[str, Any]:
 
     if "transport" in options:
         return options
-    timeouts = {name: options.pop(name) for name in ("connection_timeout", "read_timeout") if name in options}
-    return {**options, "transport": RequestsTransport(use_env_settings=False, **timeouts)}
+    timeout_names = ("connection_timeout", "read_timeout")
+    timeouts = {name: value for name, value in options.items() if name in timeout_names}
+    rest = {name: value for name, value in options.items() if name not in timeout_names}
+    return {**rest, "transport": RequestsTransport(use_env_settings=False, **timeouts)}
 
 
 def queue_client(queue_name: str, connection: str = "AzureWebJobsStorage", **options: Any) -> Any:

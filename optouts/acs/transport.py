@@ -175,7 +175,7 @@ def _exchange(
         content = response.read()
     except _STALE_CONNECTION_ERRORS:
         raise
-    except (TimeoutError, socket.timeout) as error:
+    except TimeoutError as error:  # socket.timeout is the same class
         raise ServiceResponseTimeoutError(f"no answer within {read_timeout:g} s", error=error) from None
     except (OSError, http.client.HTTPException) as error:
         raise ServiceResponseError(f"the exchange failed ({type(error).__name__})", error=error) from None

@@ -1,8 +1,9 @@
+import phonenumbers
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optouts.phone import InvalidNumber, NormalizedNumber, is_e164, mask, normalize
+from optouts.phone import InvalidNumber, NormalizedNumber, _parse, _plain_e164, is_e164, mask, normalize
 
 
 @pytest.mark.parametrize(
@@ -73,3 +74,52 @@ def test_normalize_never_raises_and_valid_results_are_e164(raw: str) -> None:
 @given(st.from_regex(r"\+1[2-9][0-9]{2}[2-9][0-9]{6}", fullmatch=True))
 def test_e164_input_round_trips(number: str) -> None:
     assert normalize(number, "GB") == NormalizedNumber(number)
+
+
+# The plain-number fast path must never disagree with phonenumbers.parse.
+
+_REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
+_COUNTRY_CODES = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+
+
+def _agrees_with_parse(candidate: str, region: str) -> bool:
+    """True when the fast path answered (and matched parse); False when it declined."""
+    fast = _plain_e164(candidate, region)
+    if fast is None:
+        return False
+    assert _parse(candidate, region) == NormalizedNumber(fast), (candidate, region)
+    return True
+
+
+@settings(max_examples=3000)
+@given(
+    st.sampled_from(_COUNTRY_CODES),
+    st.from_regex(r"[0-9]{1,16}", fullmatch=True),
+)
+def test_fast_path_agrees_with_parse_for_international_numbers(country_code: int, national: str) -> None:
+    _agrees_with_parse(f"+{country_code}{national}", "US")
+
+
+@settings(max_examples=3000)
+@given(st.sampled_from(_REGIONS), st.booleans(), st.from_regex(r"[0-9]{1,15}", fullmatch=True))
+def test_fast_path_agrees_with_parse_for_national_numbers(region: str, own_code_first: bool, national: str) -> None:
+    # A national number that starts with the region's own country code is one that
+    # parse may read as international.
+    prefix = str(phonenumbers.country_code_for_region(region)) if own_code_first else ""
+    _agrees_with_parse(prefix + national, region)
+
+
+def test_fast_path_agrees_on_every_example_number_and_takes_most() -> None:
+    taken = tried = 0
+    for region in _REGIONS:
+        for number_type in range(phonenumbers.PhoneNumberType.UNKNOWN):
+            example = phonenumbers.example_number_for_type(region, number_type)
+            if example is None:
+                continue
+            national = phonenumbers.national_significant_number(example)
+            for candidate, parse_region in ((f"+{example.country_code}{national}", "US"), (national, region)):
+                tried += 1
+                taken += _agrees_with_parse(candidate, parse_region)
+    # Declining is always safe, so the fast path is only worth having if it usually answers.
+    assert tried > 2000
+    assert taken / tried > 0.6, (taken, tried)

@@ -91,6 +91,28 @@ def test_answers_are_read_whole_and_connections_are_reused(server: LocalServer, 
     assert len(set(behaviour.client_ports)) == 1
 
 
+def test_each_request_goes_out_in_one_write(
+    server: LocalServer, behaviour: Behaviour, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[bytes] = []
+    real_sendall = socket.socket.sendall
+    server_port = int(server.base_url.rsplit(":", 1)[1])
+
+    def recording_sendall(sock: socket.socket, data: bytes, *args: object) -> None:
+        if sock.getpeername()[1] == server_port:  # the server's own answers are written in-process too
+            writes.append(bytes(data))
+        real_sendall(sock, data, *args)
+
+    with StdlibTransport() as transport:
+        post(transport, server.base_url)  # connects outside the recording
+        monkeypatch.setattr(socket.socket, "sendall", recording_sendall)
+        answer = post(transport, server.base_url, body='{"n":2}')
+    assert answer.json()["echo"] == '{"n":2}'
+    assert len(writes) == 1
+    assert writes[0].startswith(b"POST /sms/optouts:check?api-version=x HTTP/1.1\r\n")
+    assert writes[0].endswith(b'\r\n\r\n{"n":2}')
+
+
 def test_connection_close_answers_are_not_pooled(server: LocalServer, behaviour: Behaviour) -> None:
     behaviour.mode = "close-header"
     with StdlibTransport() as transport:

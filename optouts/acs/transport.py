@@ -39,6 +39,40 @@ _STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError
 _Origin = tuple[str, str, int]
 
 
+class _OneWriteRequests:
+    """`http.client` sends a request's head and its body with two `send` calls: two
+    packets and, for the calling thread, two trips out of and back into the GIL. This
+    collects what one `request` sends and writes it at once."""
+
+    _collected: list[bytes] | None = None
+
+    def send(self, data: Any) -> None:
+        if self._collected is not None:
+            self._collected.append(bytes(data))
+        else:
+            super().send(data)  # type: ignore[misc]
+
+    def request_in_one_write(self, method: str, target: str, body: bytes | None, headers: dict[str, str]) -> None:
+        self._collected = []
+        try:
+            self.request(method, target, body=body, headers=headers)  # type: ignore[attr-defined]
+            data = b"".join(self._collected)
+        finally:
+            self._collected = None
+        self.send(data)
+
+
+class _HTTPConnection(_OneWriteRequests, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_OneWriteRequests, http.client.HTTPSConnection):
+    pass
+
+
+_Connection = _HTTPConnection | _HTTPSConnection
+
+
 class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
     """Send azure-core requests with `http.client` over a pool of kept-alive connections.
 
@@ -59,7 +93,7 @@ class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
         self._read_timeout = read_timeout
         self._pool_size = pool_size
         self._ssl_context = ssl_context or ssl.create_default_context()
-        self._idle: dict[_Origin, list[http.client.HTTPConnection]] = {}
+        self._idle: dict[_Origin, list[_Connection]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -123,14 +157,14 @@ class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
 
     # -- the pool ----------------------------------------------------------------------
 
-    def _checkout(self, origin: _Origin, connect_timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+    def _checkout(self, origin: _Origin, connect_timeout: float) -> tuple[_Connection, bool]:
         with self._lock:
             idle = self._idle.get(origin)
             if idle:
                 return idle.pop(), True
         return self._connect(origin, connect_timeout), False
 
-    def _checkin(self, origin: _Origin, connection: http.client.HTTPConnection) -> None:
+    def _checkin(self, origin: _Origin, connection: _Connection) -> None:
         with self._lock:
             idle = self._idle.setdefault(origin, [])
             if not self._closed and len(idle) < self._pool_size:
@@ -138,29 +172,26 @@ class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
                 return
         connection.close()
 
-    def _connect(self, origin: _Origin, connect_timeout: float) -> http.client.HTTPConnection:
+    def _connect(self, origin: _Origin, connect_timeout: float) -> _Connection:
         scheme, host, port = origin
-        connection: http.client.HTTPConnection
+        connection: _Connection
         if scheme == "https":
-            connection = http.client.HTTPSConnection(
-                host, port, timeout=connect_timeout, context=self._ssl_context
-            )
+            connection = _HTTPSConnection(host, port, timeout=connect_timeout, context=self._ssl_context)
         else:
-            connection = http.client.HTTPConnection(host, port, timeout=connect_timeout)
+            connection = _HTTPConnection(host, port, timeout=connect_timeout)
         try:
             connection.connect()
         except (OSError, http.client.HTTPException) as error:
             connection.close()
             raise ServiceRequestError(f"could not connect to {host}:{port} ({type(error).__name__})",
                                       error=error) from None
-        # http.client writes headers and body separately: without TCP_NODELAY the body
-        # would wait for the peer's (delayed) ACK of the headers.
+        # Small requests must not wait for the peer's delayed ACK of an earlier packet.
         connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return connection
 
 
 def _exchange(
-    connection: http.client.HTTPConnection,
+    connection: _Connection,
     method: str,
     target: str,
     body: bytes | None,
@@ -170,7 +201,7 @@ def _exchange(
     try:
         if connection.sock is not None:  # pooled and fresh connections always have one
             connection.sock.settimeout(read_timeout)
-        connection.request(method, target, body=body, headers=headers)
+        connection.request_in_one_write(method, target, body, headers)
         response = connection.getresponse()
         content = response.read()
     except _STALE_CONNECTION_ERRORS:

@@ -55,6 +55,7 @@ def _bulk_in_child(count: int, latency_ms: float, runs: int) -> dict[str, Any]:
                                data.pop("samples"))
     data["client_figure"] = summarize(f"remove {count} E.164 numbers with the client alone", data.pop("client_samples"))
     data["normalization_figure"] = summarize(f"normalize the {count} numbers alone", data.pop("normalization_samples"))
+    data["raw_concurrent_figure"] = summarize(f"raw http.client, {count} numbers", data.pop("raw_concurrent_samples"))
     return data
 
 
@@ -86,15 +87,17 @@ def render(results: dict[str, Any]) -> str:
         raw = overhead[f"raw http.client, {size} recipients"].median
         client = overhead[f"OptOutsClient, {size} recipients"].median
         gateway = overhead[f"HTTP function in-process, {size} recipients"].median
-        normalization = overhead[f"phonenumbers normalization alone, {size} recipients"].median
+        normalization = overhead[f"normalization alone, {size} recipients"].median
+        signing_only = overhead[f"azure-core, signing policy only, {size} recipients"].median
         budget = BUDGETS[f"overhead_{size}"]
         ratio = gateway / raw
         lines.append(f"- {size} number(s): gateway / raw = **{ratio:.2f}x**, {_verdict(ratio, budget)}; "
+                     f"azure-core with the signing policy only / raw = {signing_only / raw:.2f}x; "
                      f"client alone / raw = {client / raw:.2f}x; gateway without its normalization "
                      f"/ raw = {(gateway - normalization) / raw:.2f}x.")
         floor = (raw + normalization) / raw
         if floor > budget:
-            lines.append(f"  - Floor: raw + normalizing the numbers with phonenumbers alone is already "
+            lines.append(f"  - Floor: raw + normalizing the numbers alone is already "
                          f"{floor:.2f}x raw, so no gateway that validates every number can meet "
                          f"{budget:g}x here.")
     bulk = results["bulk"]
@@ -109,6 +112,9 @@ def render(results: dict[str, Any]) -> str:
         f"{_verdict(ratio, BUDGETS['bulk_vs_ideal'])}.",
         f"- The client alone, same numbers in E.164: {bulk['client_figure'].ms()} ms; "
         f"median / ideal = {bulk['client_figure'].median / bulk['ideal']:.2f}x.",
+        f"- Raw http.client on {bulk['concurrency']} threads, same chunks, nothing else: "
+        f"{bulk['raw_concurrent_figure'].ms()} ms; median / ideal = "
+        f"{bulk['raw_concurrent_figure'].median / bulk['ideal']:.2f}x: what the emulator itself adds to the ideal.",
         f"- Normalizing the same numbers alone, no I/O: {bulk['normalization_figure'].ms()} ms, "
         f"{bulk['normalization_figure'].median / bulk['ideal']:.2f} of the ideal time: CPU that holds the GIL the "
         "I/O threads need to take each answer.",

@@ -11,6 +11,7 @@ import math
 import resource
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from .measure import time_call
 from .processes import emulator_process
@@ -63,6 +64,9 @@ def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> d
             naive_raw = time.perf_counter() - started
         finally:
             raw.close()
+        raw_concurrent_samples = [
+            time_call(lambda: raw_concurrently(connection_string, e164_numbers(count), concurrency)) for _ in range(runs)
+        ]
     normalization_samples = [time_call(lambda: normalize_all(numbers)) for _ in range(runs)]
     ideal = math.ceil(math.ceil(count / 100) / concurrency) * latency_ms / 1000
     return {
@@ -73,10 +77,31 @@ def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> d
         "client_samples": client_samples,
         "normalization_samples": normalization_samples,
         "ideal": ideal,
+        "raw_concurrent_samples": raw_concurrent_samples,
         "naive_one_chunk_at_a_time": naive,
         "naive_raw_http_client": naive_raw,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def raw_concurrently(connection_string: str, numbers: list[str], concurrency: int) -> None:
+    """The floor with this emulator: `concurrency` threads posting chunks of 100 with raw
+    `http.client`, nothing else."""
+    from .client_overhead import RawPoster
+
+    chunks = [numbers[start : start + 100] for start in range(0, len(numbers), 100)]
+    posters = [RawPoster(connection_string) for _ in range(concurrency)]
+
+    def lane(index: int) -> None:
+        for chunk in chunks[index::concurrency]:
+            posters[index].post(chunk)
+
+    try:
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(lane, range(concurrency)))
+    finally:
+        for poster in posters:
+            poster.close()
 
 
 if __name__ == "__main__":

@@ -62,6 +62,34 @@ class RawPoster:
         self._connection.close()
 
 
+class SigningOnlyPipeline:
+    """The least a client built on azure-core does: one pipeline with the signing policy
+    alone, over the gateway's transport. What the full client adds beyond it is the
+    Azure SDK's standard policies (request id, user agent, retry, logging) and chunking."""
+
+    def __init__(self, connection_string: str) -> None:
+        from azure.core import PipelineClient
+
+        from optouts.acs.credentials import StaticAccessKey
+        from optouts.acs.policies import HmacSigningPolicy
+        from optouts.acs.transport import StdlibTransport
+
+        self._endpoint, key = parse_connection_string(connection_string)
+        self._client: PipelineClient = PipelineClient(
+            base_url=self._endpoint, policies=[HmacSigningPolicy(StaticAccessKey(key))], transport=StdlibTransport()
+        )
+
+    def post(self, numbers: list[str]) -> dict:
+        from azure.core.rest import HttpRequest
+
+        body = json.dumps({"from": SENDER, "recipients": [{"to": n} for n in numbers]}).encode()
+        request = HttpRequest("POST", f"{self._endpoint}/sms/optouts:check?api-version={API_VERSION}",
+                              headers={"Content-Type": "application/json"}, content=body)
+        response = self._client.send_request(request)
+        assert response.status_code == 200, response.text()
+        return json.loads(response.text())
+
+
 class InProcessGateway:
     """An opt-out function called the way the Functions host calls it."""
 
@@ -99,15 +127,17 @@ def overhead(runs: int) -> dict[str, Figure]:
     figures: dict[str, Figure] = {}
     with emulator_process() as connection_string, OptOutsClient.from_connection_string(connection_string) as client:
         raw = RawPoster(connection_string)
+        signing_only = SigningOnlyPipeline(connection_string)
         gateway = InProcessGateway(connection_string)
         try:
             for size in (1, 100):
                 numbers = recipients(size)
                 measured = interleaved(runs, {
                     f"raw http.client, {size} recipients": lambda: raw.post(numbers),
+                    f"azure-core, signing policy only, {size} recipients": lambda: signing_only.post(numbers),
                     f"OptOutsClient, {size} recipients": lambda: client.check(SENDER, numbers),
                     f"HTTP function in-process, {size} recipients": lambda: gateway.post(numbers),
-                    f"phonenumbers normalization alone, {size} recipients": lambda: normalize_all(numbers),
+                    f"normalization alone, {size} recipients": lambda: normalize_all(numbers),
                 })
                 figures.update(measured)
         finally:

@@ -21,7 +21,7 @@ SEPARATORS = frozenset(" -.()/\u00a0\u2010\u2011\u2012\u2013\u2014\u2212")
 _DROP_SEPARATORS = str.maketrans(dict.fromkeys(SEPARATORS))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NormalizedNumber:
     e164: str
 

@@ -40,7 +40,7 @@ class NumberError:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NumberResult:
     input: str
     phone_number: str | None

@@ -23,6 +23,9 @@ def test_benchmarks_run_and_render(restored_environment: None) -> None:
     report = render(results)
     for section in ("## 1. Overhead", "## 2. Bulk remove", "## 3. Cold start", "## 4. Queue throughput", "## 5. Memory"):
         assert section in report
+    # The floors each budgeted figure is read against are measured in the same run.
+    assert "azure-core, signing policy only, 1 recipients" in report
+    assert "Raw http.client on 8 threads" in report
     assert results["queue"]["completed"] == results["queue"]["messages"]
     assert results["queue"]["audited_completed"] == results["queue"]["messages"]
     assert '"overhead"' in to_json(results)

@@ -383,11 +383,14 @@ def _parse_recipients(operation: Operation, chunk: list[str], text: str) -> dict
     except (ValueError, KeyError, TypeError):
         items = []
     results: dict[str, RecipientResult] = {}
+    asked = set(chunk)
     if isinstance(items, list):
         for item in items:
-            if not isinstance(item, dict) or item.get("to") not in chunk:
+            if not isinstance(item, dict):
                 continue
-            results[item["to"]] = _recipient_result(operation, item)
+            to = item.get("to")
+            if isinstance(to, str) and to in asked:
+                results[to] = _recipient_result(operation, item)
     for to in chunk:
         if to not in results:
             # Treated as transient: a later round (or redelivery) asks again.

@@ -20,7 +20,7 @@ class RecipientOutcome(str, enum.Enum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecipientResult:
     to: str
     outcome: RecipientOutcome

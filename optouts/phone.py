@@ -19,6 +19,7 @@ from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, Phone
 MAX_INPUT_LENGTH = 64
 SEPARATORS = frozenset(" -.()/\u00a0\u2010\u2011\u2012\u2013\u2014\u2212")
 _DROP_SEPARATORS = str.maketrans(dict.fromkeys(SEPARATORS))
+_ALREADY_COMPACT = re.compile(r"\+?[0-9]+", re.ASCII)
 
 
 # Not frozen: one is built per number (10,000 in a bulk call), and a frozen dataclass's
@@ -70,6 +71,8 @@ def _parse(candidate: str, region: str) -> NormalizationResult:
 
 def _digits_and_plus(text: str) -> str | None:
     """Keep digits (any script, as ASCII) and one leading +; None if anything else is there."""
+    if _ALREADY_COMPACT.fullmatch(text):
+        return text
     compact = text.translate(_DROP_SEPARATORS)
     if compact.isascii():
         # The common case, and cheap: no digits of other scripts to convert.
@@ -99,17 +102,17 @@ def _plain_e164(candidate: str, region: str) -> str | None:
     """
     if candidate.startswith("+"):
         country_code, national = _split_country_code(candidate[1:])
-        rules = _rules_for_country_code(country_code)
+        rules = _rules_for_country_code(country_code) if country_code else None
     else:
         rules, national = _rules_for_region(region), candidate
-        if rules is None or national.startswith(rules.country_code_digits) or _starts_with(
+        if rules is None or national.startswith(rules.country_code) or _starts_with(
             rules.international_prefix, national
         ):
             return None
     if (
         rules is None
         or national.startswith("0")
-        or len(national) not in _possible_lengths(rules.country_code)
+        or len(national) not in rules.possible_lengths
         or _starts_with(rules.national_prefix, national)
     ):
         return None
@@ -120,20 +123,21 @@ def _plain_e164(candidate: str, region: str) -> str | None:
 class _ParsingRules:
     """What of a numbering plan's metadata decides whether `parse` would rewrite a number."""
 
-    country_code: int
-    country_code_digits: str
+    country_code: str
     international_prefix: re.Pattern[str] | None
     national_prefix: re.Pattern[str] | None
+    #: National number lengths `is_possible_number` accepts for the country code.
+    possible_lengths: frozenset[int]
 
     @classmethod
     def of(cls, metadata: PhoneMetadata | None) -> "_ParsingRules | None":
         if metadata is None:
             return None
         return cls(
-            metadata.country_code,
             str(metadata.country_code),
             re.compile(metadata.international_prefix) if metadata.international_prefix else None,
             re.compile(metadata.national_prefix_for_parsing) if metadata.national_prefix_for_parsing else None,
+            _possible_lengths(metadata.country_code),
         )
 
 
@@ -145,20 +149,15 @@ def _rules_for_region(region: str) -> _ParsingRules | None:
 
 
 @lru_cache(maxsize=512)
-def _rules_for_country_code(country_code: int) -> _ParsingRules | None:
-    if country_code not in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-        return None
-    main_region = phonenumbers.region_code_for_country_code(country_code)
-    return _ParsingRules.of(PhoneMetadata.metadata_for_region_or_calling_code(country_code, main_region))
+def _rules_for_country_code(country_code: str) -> _ParsingRules | None:
+    code = int(country_code)
+    main_region = phonenumbers.region_code_for_country_code(code)
+    return _ParsingRules.of(PhoneMetadata.metadata_for_region_or_calling_code(code, main_region))
 
 
-@lru_cache(maxsize=512)
 def _possible_lengths(country_code: int) -> frozenset[int]:
-    """National number lengths that `is_possible_number` accepts for a country code.
-
-    Its verdict depends on nothing but the length, so asking phonenumbers once per
-    length gives the same answers as asking per number, without re-reading metadata.
-    """
+    """`is_possible_number`'s verdict depends on nothing but the national number's length,
+    so asking phonenumbers once per length gives the same answers as asking per number."""
     return frozenset(
         length
         for length in range(_MIN_NATIONAL_LENGTH, _MAX_NATIONAL_LENGTH + 1)
@@ -168,17 +167,15 @@ def _possible_lengths(country_code: int) -> frozenset[int]:
 
 #: The national significant number lengths `parse` accepts at all.
 _MIN_NATIONAL_LENGTH, _MAX_NATIONAL_LENGTH = 2, 17
+_COUNTRY_CODES = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 
 
-def _split_country_code(digits: str) -> tuple[int, str]:
+def _split_country_code(digits: str) -> tuple[str | None, str]:
     """Country codes are prefix-free, so the first 1-3 digit prefix that is one is the one."""
-    if not digits or digits.startswith("0"):
-        return 0, digits
     for length in (1, 2, 3):
-        country_code = int(digits[:length])
-        if country_code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-            return country_code, digits[length:]
-    return 0, digits
+        if digits[:length] in _COUNTRY_CODES:
+            return digits[:length], digits[length:]
+    return None, digits
 
 
 def _starts_with(prefix: re.Pattern[str] | None, digits: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .acs.models import Operation
@@ -108,10 +109,15 @@ def resolve_sender(sender: str | None, settings: Settings) -> str:
             raise validation_problem({"sender": ["is required: no OPTOUT_DEFAULT_SENDER is configured"]})
         sender = settings.default_sender
     sender = _normalize_sender(sender)
-    if sender not in {_normalize_sender(allowed) for allowed in settings.allowed_senders}:
+    if sender not in _comparable_senders(settings.allowed_senders):
         raise Problem(403, "SenderNotAllowed", "Sender not allowed",
                       "this gateway may not manage the opt-out list of that sender")
     return sender
+
+
+@lru_cache(maxsize=8)
+def _comparable_senders(allowed_senders: frozenset[str]) -> frozenset[str]:
+    return frozenset(_normalize_sender(allowed) for allowed in allowed_senders)
 
 
 def _normalize_sender(sender: str) -> str:

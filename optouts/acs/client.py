@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from azure.core import PipelineClient
 from azure.core.credentials import TokenCredential
@@ -94,6 +95,10 @@ class OptOutsClient:
             raise ValueError("max_concurrency must be at least 1")
         self._endpoint = endpoint.rstrip("/")
         self._api_version = api_version
+        self._urls = {
+            operation: f"{self._endpoint}/sms/optouts:{operation.value}?{urlencode({'api-version': api_version})}"
+            for operation in Operation
+        }
         self._max_concurrency = max_concurrency
         self._time_budget = time_budget
         self._recipient_retry_rounds = recipient_retry_rounds
@@ -248,8 +253,7 @@ class OptOutsClient:
         body = json.dumps({"from": sender, "recipients": [{"to": to} for to in chunk]}, separators=(",", ":"))
         request = HttpRequest(
             "POST",
-            f"{self._endpoint}/sms/optouts:{operation.value}",
-            params={"api-version": self._api_version},
+            self._urls[operation],
             headers={"Content-Type": "application/json", "Accept": "application/json"},
             content=body.encode("utf-8"),
         )
@@ -298,53 +302,63 @@ class _ChunkBatch:
         self._sender = sender
         self._deadline = deadline
         self._answers = answers
-        self._slots = threading.BoundedSemaphore(client._max_concurrency)
+        # Made with the first pooled chunk: an operation of one chunk never needs them.
+        self._slots: threading.BoundedSemaphore | None = None
         self._futures: list[Future[_ChunkAnswer]] = []
-        self._stopped = threading.Event()
+        self._sent_inline: list[_ChunkAnswer | Exception] = []
+        # Set from a pool thread; read without a lock because a stale read costs at most
+        # one more chunk, which fails the same way.
+        self._stopped = False
         self.whole_call_failures: set[str] = set()
 
     def submit(self, chunk: list[str], *, inline: bool = False) -> None:
         """Send `chunk` on the shared pool, or `inline` in the caller's thread (for the
         operation's last chunk, where a thread hand-off would only add latency)."""
-        self._slots.acquire()
-        if self._stopped.is_set():
-            self._slots.release()
+        if self._slots is None and not inline:
+            self._slots = threading.BoundedSemaphore(self._client._max_concurrency)
+        if self._slots is not None:
+            self._slots.acquire()
+        if self._stopped:
+            self._release_slot()
             return
-        future: Future[_ChunkAnswer]
-        if inline:
-            future = Future()
-            try:
-                future.set_result(self._client._send_chunk(self._operation, self._sender, chunk, self._deadline))
-            except Exception as error:  # delivered through the future like a pooled chunk's
-                future.set_exception(error)
-        else:
+        if not inline:
             future = self._client._executor.submit(
                 self._client._send_chunk, self._operation, self._sender, chunk, self._deadline
             )
-        future.add_done_callback(self._release)
-        self._futures.append(future)
+            future.add_done_callback(self._pooled_chunk_done)
+            self._futures.append(future)
+            return
+        try:
+            self._sent_inline.append(self._client._send_chunk(self._operation, self._sender, chunk, self._deadline))
+        except Exception as error:  # reported by wait(), like a pooled chunk's
+            self._sent_inline.append(error)
+        finally:
+            self._release_slot()
 
-    def _release(self, future: Future[_ChunkAnswer]) -> None:
+    def _pooled_chunk_done(self, future: Future[_ChunkAnswer]) -> None:
         if future.exception() is not None:
             # An authentication or bad-request failure will hit every chunk alike.
-            self._stopped.set()
-        self._slots.release()
+            self._stopped = True
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
 
     def wait(self, *, raise_when_nothing_answered: bool) -> None:
         """Collect every chunk's answer; raise if the operation as a whole failed."""
         first_error: BaseException | None = None
         transient: list[_ChunkAnswer] = []
         any_answered = False
-        for future in self._futures:
-            error = future.exception()
-            if error is not None:
-                first_error = first_error or error
+        outcomes = [future.exception() or future.result() for future in self._futures] + self._sent_inline
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                first_error = first_error or outcome
                 continue
-            answer = future.result()
-            self._answers.update(answer.results)
-            if answer.transient_failure:
-                transient.append(answer)
-                self.whole_call_failures.update(answer.results)
+            self._answers.update(outcome.results)
+            if outcome.transient_failure:
+                transient.append(outcome)
+                self.whole_call_failures.update(outcome.results)
             else:
                 any_answered = True
         if first_error is not None:
@@ -402,20 +416,20 @@ def _parse_recipients(operation: Operation, chunk: list[str], text: str) -> dict
 
 
 def _recipient_result(operation: Operation, item: dict[str, Any]) -> RecipientResult:
+    to = item["to"]
     status = item.get("httpStatusCode")
-    status = status if isinstance(status, int) else 502
-    message = item.get("errorMessage") if isinstance(item.get("errorMessage"), str) else None
+    if not isinstance(status, int):
+        status = 502
     if 200 <= status < 300:
-        opted_out = item.get("isOptedOut") if operation is Operation.CHECK else None
-        if operation is Operation.CHECK and not isinstance(opted_out, bool):
-            return RecipientResult(
-                to=item["to"], outcome=RecipientOutcome.FAILED, status_code=502,
-                error_message="ACS's answer lacked isOptedOut",
-            )
-        return RecipientResult(to=item["to"], outcome=RecipientOutcome.SUCCEEDED, status_code=status,
-                               is_opted_out=opted_out)
+        if operation is not Operation.CHECK:
+            return RecipientResult(to, RecipientOutcome.SUCCEEDED, status)
+        opted_out = item.get("isOptedOut")
+        if isinstance(opted_out, bool):
+            return RecipientResult(to, RecipientOutcome.SUCCEEDED, status, is_opted_out=opted_out)
+        return RecipientResult(to, RecipientOutcome.FAILED, 502, "ACS's answer lacked isOptedOut")
+    message = item.get("errorMessage")
     outcome = RecipientOutcome.FAILED if status in TRANSIENT_STATUS_CODES or status >= 500 else RecipientOutcome.REJECTED
-    return RecipientResult(to=item["to"], outcome=outcome, status_code=status, error_message=message)
+    return RecipientResult(to, outcome, status, message if isinstance(message, str) else None)
 
 
 def _error_text(text: str) -> str:

@@ -178,15 +178,14 @@ def _merge(
         if isinstance(outcome, InvalidNumber):
             results.append(NumberResult(raw, None, "invalid", error=NumberError(outcome.code, outcome.message)))
         else:
-            results.append(_from_upstream(raw, next(answers), command.action))
+            results.append(_from_upstream(raw, next(answers)))
     return results
 
 
-def _from_upstream(raw: str, answer: RecipientResult, action: Operation) -> NumberResult:
+def _from_upstream(raw: str, answer: RecipientResult) -> NumberResult:
     if answer.outcome is RecipientOutcome.SUCCEEDED:
-        return NumberResult(raw, answer.to, "succeeded",
-                            opted_out=answer.is_opted_out if action is Operation.CHECK else None,
-                            upstream_status=answer.status_code)
+        # The client reports is_opted_out for checks only.
+        return NumberResult(raw, answer.to, "succeeded", answer.is_opted_out, None, answer.status_code)
     message = answer.error_message or "no details from ACS"
     if answer.outcome is RecipientOutcome.REJECTED:
         status = "invalid" if answer.status_code == 400 else "failed"

@@ -30,13 +30,9 @@ def json_response(body: Any, *, status: int = 200, trace_id: str) -> func.HttpRe
 
 
 def _json_bytes(body: Any) -> bytes:
-    """UTF-8 JSON. Callers' text is echoed back (inputs, field names), and JSON may carry lone
-    surrogates (`"\\ud800"`) that UTF-8 cannot encode: those bodies are sent \\u-escaped instead."""
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    """JSON in ASCII: callers' text is echoed back (inputs, field names), and `\\u` escapes
+    carry any of it, lone surrogates included, which UTF-8 could not encode."""
+    return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
 def problem_response(problem: Problem, *, trace_id: str) -> func.HttpResponse:

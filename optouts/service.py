@@ -177,15 +177,17 @@ def _merge(
     for raw, outcome in zip(command.phone_numbers, normalized):
         if isinstance(outcome, InvalidNumber):
             results.append(NumberResult(raw, None, "invalid", error=NumberError(outcome.code, outcome.message)))
+            continue
+        answer = next(answers)
+        if answer.outcome is RecipientOutcome.SUCCEEDED:
+            # The client reports is_opted_out for checks only.
+            results.append(NumberResult(raw, answer.to, "succeeded", answer.is_opted_out, None, answer.status_code))
         else:
-            results.append(_from_upstream(raw, next(answers)))
+            results.append(_from_unsuccessful_upstream(raw, answer))
     return results
 
 
-def _from_upstream(raw: str, answer: RecipientResult) -> NumberResult:
-    if answer.outcome is RecipientOutcome.SUCCEEDED:
-        # The client reports is_opted_out for checks only.
-        return NumberResult(raw, answer.to, "succeeded", answer.is_opted_out, None, answer.status_code)
+def _from_unsuccessful_upstream(raw: str, answer: RecipientResult) -> NumberResult:
     message = answer.error_message or "no details from ACS"
     if answer.outcome is RecipientOutcome.REJECTED:
         status = "invalid" if answer.status_code == 400 else "failed"

@@ -62,21 +62,33 @@ class RawPoster:
         self._connection.close()
 
 
-class SigningOnlyPipeline:
-    """The least a client built on azure-core does: one pipeline with the signing policy
-    alone, over the gateway's transport. What the full client adds beyond it is the
-    Azure SDK's standard policies (request id, user agent, retry, logging) and chunking."""
+class BarePipeline:
+    """A plain azure-core pipeline over the gateway's transport, and nothing of the
+    client's own: with the signing policy alone (the least a client built on azure-core
+    does), or with the standard policies the Azure SDK guidelines prescribe as well."""
 
-    def __init__(self, connection_string: str) -> None:
+    def __init__(self, connection_string: str, *, standard_policies: bool) -> None:
         from azure.core import PipelineClient
+        from azure.core.pipeline.policies import (
+            HeadersPolicy,
+            HttpLoggingPolicy,
+            RequestIdPolicy,
+            RetryPolicy,
+            UserAgentPolicy,
+        )
 
         from optouts.acs.credentials import StaticAccessKey
         from optouts.acs.policies import HmacSigningPolicy
         from optouts.acs.transport import StdlibTransport
 
         self._endpoint, key = parse_connection_string(connection_string)
+        signing = HmacSigningPolicy(StaticAccessKey(key))
+        policies = [
+            RequestIdPolicy(), HeadersPolicy(), UserAgentPolicy(sdk_moniker="bench/0"), RetryPolicy(), signing,
+            HttpLoggingPolicy(),
+        ] if standard_policies else [signing]
         self._client: PipelineClient = PipelineClient(
-            base_url=self._endpoint, policies=[HmacSigningPolicy(StaticAccessKey(key))], transport=StdlibTransport()
+            base_url=self._endpoint, policies=policies, transport=StdlibTransport()
         )
 
     def post(self, numbers: list[str]) -> dict:
@@ -129,7 +141,8 @@ def overhead(runs: int) -> dict[str, Figure]:
     figures: dict[str, Figure] = {}
     with emulator_process() as connection_string, OptOutsClient.from_connection_string(connection_string) as client:
         raw = RawPoster(connection_string)
-        signing_only = SigningOnlyPipeline(connection_string)
+        signing_only = BarePipeline(connection_string, standard_policies=False)
+        standard = BarePipeline(connection_string, standard_policies=True)
         gateway = InProcessGateway(connection_string)
         try:
             for size in (1, 100):
@@ -137,6 +150,7 @@ def overhead(runs: int) -> dict[str, Figure]:
                 measured = interleaved(runs, {
                     f"raw http.client, {size} recipients": lambda: raw.post(numbers),
                     f"azure-core, signing policy only, {size} recipients": lambda: signing_only.post(numbers),
+                    f"azure-core, standard policies and signing, {size} recipients": lambda: standard.post(numbers),
                     f"OptOutsClient, {size} recipients": lambda: client.check(SENDER, numbers),
                     f"HTTP function in-process, {size} recipients": lambda: gateway.post(numbers),
                     f"normalization alone, {size} recipients": lambda: normalize_all(numbers),

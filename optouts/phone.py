@@ -47,7 +47,7 @@ def normalize(raw: object, region: str) -> NormalizationResult:
         return InvalidNumber("EmptyPhoneNumber", "the phone number is empty")
     if len(text) > MAX_INPUT_LENGTH:
         return InvalidNumber("PhoneNumberTooLong", f"the phone number is longer than {MAX_INPUT_LENGTH} characters")
-    candidate = _digits_and_plus(text)
+    candidate = text if _ALREADY_COMPACT.fullmatch(text) else _digits_and_plus(text)
     if candidate is None:
         return InvalidNumber(
             "UnexpectedCharacters",
@@ -71,8 +71,6 @@ def _parse(candidate: str, region: str) -> NormalizationResult:
 
 def _digits_and_plus(text: str) -> str | None:
     """Keep digits (any script, as ASCII) and one leading +; None if anything else is there."""
-    if _ALREADY_COMPACT.fullmatch(text):
-        return text
     compact = text.translate(_DROP_SEPARATORS)
     if compact.isascii():
         # The common case, and cheap: no digits of other scripts to convert.
@@ -101,19 +99,20 @@ def _plain_e164(candidate: str, region: str) -> str | None:
     before. tests/test_phone.py checks that both paths agree.
     """
     if candidate.startswith("+"):
-        country_code, national = _split_country_code(candidate[1:])
-        rules = _rules_for_country_code(country_code) if country_code else None
+        found = _rules_for_international(candidate[1:4])
+        if found is None:
+            return None
+        rules, national = found[0], candidate[1 + found[1] :]
     else:
         rules, national = _rules_for_region(region), candidate
-        if rules is None or national.startswith(rules.country_code) or _starts_with(
-            rules.international_prefix, national
+        if rules is None or national.startswith(rules.country_code) or (
+            rules.international_prefix is not None and rules.international_prefix.match(national)
         ):
             return None
     if (
-        rules is None
-        or national.startswith("0")
+        national.startswith("0")
         or len(national) not in rules.possible_lengths
-        or _starts_with(rules.national_prefix, national)
+        or (rules.national_prefix is not None and rules.national_prefix.match(national))
     ):
         return None
     return f"+{rules.country_code}{national}"
@@ -148,6 +147,19 @@ def _rules_for_region(region: str) -> _ParsingRules | None:
     return _ParsingRules.of(PhoneMetadata.metadata_for_region(region))
 
 
+@lru_cache(maxsize=1024)
+def _rules_for_international(leading_digits: str) -> tuple[_ParsingRules, int] | None:
+    """The rules of the country code that `leading_digits` (up to three) start with, and
+    its length. Country codes are prefix-free, so the first 1-3 digit prefix that is one
+    is the one."""
+    for length in (1, 2, 3):
+        country_code = leading_digits[:length]
+        if len(country_code) == length and country_code in _COUNTRY_CODES:
+            rules = _rules_for_country_code(country_code)
+            return (rules, length) if rules is not None else None
+    return None
+
+
 @lru_cache(maxsize=512)
 def _rules_for_country_code(country_code: str) -> _ParsingRules | None:
     code = int(country_code)
@@ -168,18 +180,6 @@ def _possible_lengths(country_code: int) -> frozenset[int]:
 #: The national significant number lengths `parse` accepts at all.
 _MIN_NATIONAL_LENGTH, _MAX_NATIONAL_LENGTH = 2, 17
 _COUNTRY_CODES = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
-
-
-def _split_country_code(digits: str) -> tuple[str | None, str]:
-    """Country codes are prefix-free, so the first 1-3 digit prefix that is one is the one."""
-    for length in (1, 2, 3):
-        if digits[:length] in _COUNTRY_CODES:
-            return digits[:length], digits[length:]
-    return None, digits
-
-
-def _starts_with(prefix: re.Pattern[str] | None, digits: str) -> bool:
-    return prefix is not None and prefix.match(digits) is not None
 
 
 def is_e164(text: str) -> bool:

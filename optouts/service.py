@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from .acs import (
@@ -68,7 +69,7 @@ class OperationReport:
     #: None when the operation is not audited (a check, unless OPTOUT_AUDIT_CHECKS=true).
     audit: AuditOutcome | None = None
 
-    @property
+    @cached_property
     def summary(self) -> dict[str, int]:
         counts = {"total": len(self.results), "succeeded": 0, "invalid": 0, "failed": 0}
         for result in self.results:
@@ -159,11 +160,9 @@ def credentials_unavailable(error: CredentialUnavailableError) -> Problem:
 def _normalize_streaming(command: OptOutCommand, into: list[NormalizationResult]) -> Iterator[str]:
     """Yield E.164 numbers as they are normalized, so the client can send early chunks
     while later numbers are still being parsed."""
-    cache: dict[str, NormalizationResult] = {}
+    region = command.region
     for raw in command.phone_numbers:
-        result = cache.get(raw)
-        if result is None:
-            result = cache[raw] = normalize(raw, command.region)
+        result = normalize(raw, region)
         into.append(result)
         if isinstance(result, NormalizedNumber):
             yield result.e164

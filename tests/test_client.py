@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import socket
 
@@ -10,6 +11,7 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from devtools.acs_emulator import AcsEmulator, FaultConfig
+from devtools.azure_standins._server import JsonHandler, LocalServer
 from optouts.acs import (
     AcsAuthenticationError,
     AcsBadRequestError,
@@ -237,3 +239,36 @@ def test_bad_connection_strings(connection_string: str) -> None:
 def test_connection_string_endpoint_keeps_port() -> None:
     endpoint, key = parse_connection_string("Endpoint=http://127.0.0.1:8089/;AccessKey=cHc=")
     assert (endpoint, key) == ("http://127.0.0.1:8089", "cHc=")
+
+
+class _PartialAnswers(JsonHandler):
+    """An ACS stand-in whose answers mention only the first recipient asked about,
+    among items that are not recipients at all."""
+
+    def do_POST(self) -> None:  # noqa: N802 - the base class's naming
+        asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["recipients"]
+        self.server.owner.append([r["to"] for r in asked])  # type: ignore[attr-defined]
+        first = asked[0]["to"]
+        self.send_json(200, {"value": [
+            {"to": first, "httpStatusCode": 200},
+            "not an object",
+            {"to": ["+14255550199"], "httpStatusCode": 200},  # not a string (and unhashable)
+            {"to": "+19995550100", "httpStatusCode": 200},  # never asked about
+        ]})
+
+
+def test_recipients_missing_from_an_answer_fail_as_transient_and_are_asked_again() -> None:
+    calls: list[list[str]] = []
+    server = LocalServer(_PartialAnswers, owner=calls, tls=False)
+    key = base64.b64encode(b"k" * 32).decode()
+    try:
+        with fast_client(f"endpoint={server.base_url}/;accesskey={key}", recipient_retry_rounds=1) as client:
+            results = client.remove(SENDER, ["+14255550101", "+14255550102", "+14255550103"])
+    finally:
+        server.close()
+    # The re-try round asked again about exactly the two the first answer left out, and
+    # its answer (again mentioning only the first asked) settled one of them.
+    assert calls == [["+14255550101", "+14255550102", "+14255550103"], ["+14255550102", "+14255550103"]]
+    assert [r.outcome for r in results] == [RecipientOutcome.SUCCEEDED] * 2 + [RecipientOutcome.FAILED]
+    assert results[2].status_code == 502
+    assert "did not mention" in (results[2].error_message or "")

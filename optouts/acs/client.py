@@ -398,30 +398,26 @@ def _parse_recipients(operation: Operation, chunk: list[str], text: str) -> dict
         items = []
     results: dict[str, RecipientResult] = {}
     asked = set(chunk)
-    if isinstance(items, list):
-        for item in items:
-            if not isinstance(item, dict):
-                continue
-            to = item.get("to")
-            if isinstance(to, str) and to in asked:
-                results[to] = _recipient_result(operation, item)
-    for to in chunk:
-        if to not in results:
-            # Treated as transient: a later round (or redelivery) asks again.
-            results[to] = RecipientResult(
-                to=to, outcome=RecipientOutcome.FAILED, status_code=502,
-                error_message="ACS's answer did not mention this recipient",
-            )
+    reports_opt_out = operation is Operation.CHECK
+    for item in items if isinstance(items, list) else ():
+        to = item.get("to") if isinstance(item, dict) else None
+        if isinstance(to, str) and to in asked:
+            results[to] = _recipient_result(to, item, reports_opt_out)
+    if len(results) < len(asked):
+        for to in chunk:
+            if to not in results:
+                # Treated as transient: a later round (or redelivery) asks again.
+                results[to] = RecipientResult(to, RecipientOutcome.FAILED, 502,
+                                              "ACS's answer did not mention this recipient")
     return results
 
 
-def _recipient_result(operation: Operation, item: dict[str, Any]) -> RecipientResult:
-    to = item["to"]
+def _recipient_result(to: str, item: dict[str, Any], reports_opt_out: bool) -> RecipientResult:
     status = item.get("httpStatusCode")
     if not isinstance(status, int):
         status = 502
     if 200 <= status < 300:
-        if operation is not Operation.CHECK:
+        if not reports_opt_out:
             return RecipientResult(to, RecipientOutcome.SUCCEEDED, status)
         opted_out = item.get("isOptedOut")
         if isinstance(opted_out, bool):

@@ -102,6 +102,28 @@ class BarePipeline:
         return json.loads(response.text())
 
 
+class ThinnestFunction:
+    """The least any HTTP function forwarding to ACS does: read the JSON body, make one
+    call through the standard azure-core pipeline, answer with JSON. No validation, no
+    per-number results: a floor for the gateway, not an alternative to it."""
+
+    def __init__(self, pipeline: BarePipeline) -> None:
+        self._pipeline = pipeline
+        self._bodies: dict[tuple[str, ...], bytes] = {}
+
+    def post(self, numbers: list[str]) -> None:
+        import azure.functions as func
+
+        key = tuple(numbers)
+        body = self._bodies.get(key) or self._bodies.setdefault(key, json.dumps({"phoneNumbers": numbers}).encode())
+        request = func.HttpRequest(
+            "POST", "http://127.0.0.1:7071/api/optouts/any", headers={"content-type": "application/json"}, body=body
+        )
+        answer = self._pipeline.post(json.loads(request.get_body())["phoneNumbers"])
+        response = func.HttpResponse(json.dumps(answer, separators=(",", ":")), mimetype="application/json")
+        assert response.status_code == 200
+
+
 class InProcessGateway:
     """An opt-out function called the way the Functions host calls it."""
 
@@ -143,6 +165,7 @@ def overhead(runs: int) -> dict[str, Figure]:
         raw = RawPoster(connection_string)
         signing_only = BarePipeline(connection_string, standard_policies=False)
         standard = BarePipeline(connection_string, standard_policies=True)
+        thinnest = ThinnestFunction(standard)
         gateway = InProcessGateway(connection_string)
         try:
             for size in (1, 100):
@@ -151,6 +174,7 @@ def overhead(runs: int) -> dict[str, Figure]:
                     f"raw http.client, {size} recipients": lambda: raw.post(numbers),
                     f"azure-core, signing policy only, {size} recipients": lambda: signing_only.post(numbers),
                     f"azure-core, standard policies and signing, {size} recipients": lambda: standard.post(numbers),
+                    f"thinnest HTTP function on that pipeline, {size} recipients": lambda: thinnest.post(numbers),
                     f"OptOutsClient, {size} recipients": lambda: client.check(SENDER, numbers),
                     f"HTTP function in-process, {size} recipients": lambda: gateway.post(numbers),
                     f"normalization alone, {size} recipients": lambda: normalize_all(numbers),

@@ -26,6 +26,7 @@ def test_benchmarks_run_and_render(restored_environment: None) -> None:
     # The floors each budgeted figure is read against are measured in the same run.
     assert "azure-core, signing policy only, 1 recipients" in report
     assert "azure-core, standard policies and signing, 100 recipients" in report
+    assert "thinnest HTTP function on that pipeline, 1 recipients" in report
     assert "Raw http.client on 8 threads" in report
     assert results["queue"]["completed"] == results["queue"]["messages"]
     assert results["queue"]["audited_completed"] == results["queue"]["messages"]

@@ -30,6 +30,28 @@ def azurite_receive_delete_rate(connection_string: str, count: int) -> float:
     return done / (time.perf_counter() - started)
 
 
+def azurite_table_insert_rate(connection_string: str, count: int, concurrency: int = 8) -> float:
+    """Entities per second Azurite's Table service takes from `concurrency` writers, as many
+    as the audit trail uses: the ceiling of the audited queue path, which writes 10 per message."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from azure.data.tables import TableClient
+
+    from optouts.storage import transport_options
+
+    # The audit trail's own transport settings, so the two figures compare like with like.
+    table = TableClient.from_connection_string(connection_string, "benchinserts", **transport_options({}))
+    table.create_table()
+
+    def insert(n: int) -> None:
+        table.create_entity({"PartitionKey": f"+1425{n:07d}", "RowKey": f"{n:019d}", "action": "remove"})
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(insert, range(count)))
+    return count / (time.perf_counter() - started)
+
+
 def gateway_rate(connection_string: str, acs_connection_string: str, count: int, *,
                  audit: bool = False) -> tuple[float, int]:
     """Messages per second from the first send being visible to the last result published;
@@ -74,7 +96,9 @@ def queue_throughput(count: int) -> dict[str, float]:
 
     with Azurite() as azurite, emulator_process() as acs:
         raw = azurite_receive_delete_rate(azurite.connection_string, count)
+        table_inserts = azurite_table_insert_rate(azurite.connection_string, count * 2)
         rate, completed = gateway_rate(azurite.connection_string, acs, count)
         audited_rate, audited_completed = gateway_rate(azurite.connection_string, acs, count, audit=True)
     return {"messages": count, "completed": completed, "gateway_per_second": rate, "azurite_per_second": raw,
-            "audited_completed": audited_completed, "audited_gateway_per_second": audited_rate}
+            "audited_completed": audited_completed, "audited_gateway_per_second": audited_rate,
+            "azurite_table_inserts_per_second": table_inserts}

@@ -13,6 +13,8 @@ from __future__ import annotations
 import http.client
 import json
 from email.utils import formatdate
+from functools import lru_cache
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from optouts.acs import OptOutsClient, parse_connection_string, signing
@@ -21,6 +23,9 @@ from optouts.phone import NormalizedNumber, normalize
 
 from .measure import Figure, interleaved
 from .processes import emulator_process
+
+if TYPE_CHECKING:
+    import azure.functions as func
 
 SENDER = "+18005550100"
 API_VERSION = "2026-01-23"
@@ -102,6 +107,20 @@ class BarePipeline:
         return json.loads(response.text())
 
 
+def host_request(numbers: list[str]) -> func.HttpRequest:
+    """The request the Functions host hands a function for a POST of `numbers`."""
+    import azure.functions as func
+
+    return func.HttpRequest("POST", "http://127.0.0.1:7071/api/optouts/any",
+                            headers={"content-type": "application/json"}, body=_request_body(tuple(numbers)))
+
+
+@lru_cache(maxsize=8)
+def _request_body(numbers: tuple[str, ...]) -> bytes:
+    # The host hands over the bytes it received: encoding them is the caller's work, not timed.
+    return json.dumps({"phoneNumbers": list(numbers)}).encode()
+
+
 class ThinnestFunction:
     """The least any HTTP function forwarding to ACS does: read the JSON body, make one
     call through the standard azure-core pipeline, answer with JSON. No validation, no
@@ -109,17 +128,11 @@ class ThinnestFunction:
 
     def __init__(self, pipeline: BarePipeline) -> None:
         self._pipeline = pipeline
-        self._bodies: dict[tuple[str, ...], bytes] = {}
 
     def post(self, numbers: list[str]) -> None:
         import azure.functions as func
 
-        key = tuple(numbers)
-        body = self._bodies.get(key) or self._bodies.setdefault(key, json.dumps({"phoneNumbers": numbers}).encode())
-        request = func.HttpRequest(
-            "POST", "http://127.0.0.1:7071/api/optouts/any", headers={"content-type": "application/json"}, body=body
-        )
-        answer = self._pipeline.post(json.loads(request.get_body())["phoneNumbers"])
+        answer = self._pipeline.post(json.loads(host_request(numbers).get_body())["phoneNumbers"])
         response = func.HttpResponse(json.dumps(answer, separators=(",", ":")), mimetype="application/json")
         assert response.status_code == 200
 
@@ -139,18 +152,9 @@ class InProcessGateway:
                            "OPTOUT_AUDIT_WRITES": "false"})
         runtime.reset()
         self._function = indexed_functions(function_app.app)[function_name].get_user_function()
-        self._bodies: dict[tuple[str, ...], bytes] = {}
 
     def post(self, numbers: list[str]) -> None:
-        import azure.functions as func
-
-        # The host hands the function the bytes it received; encoding them is the caller's work.
-        key = tuple(numbers)
-        body = self._bodies.get(key) or self._bodies.setdefault(key, json.dumps({"phoneNumbers": numbers}).encode())
-        request = func.HttpRequest(
-            "POST", "http://127.0.0.1:7071/api/optouts/any", headers={"content-type": "application/json"}, body=body
-        )
-        response = self._function(request)
+        response = self._function(host_request(numbers))
         assert response.status_code == 200, response.get_body()
 
 

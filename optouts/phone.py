@@ -47,7 +47,7 @@ def normalize(raw: object, region: str) -> NormalizationResult:
         return InvalidNumber("EmptyPhoneNumber", "the phone number is empty")
     if len(text) > MAX_INPUT_LENGTH:
         return InvalidNumber("PhoneNumberTooLong", f"the phone number is longer than {MAX_INPUT_LENGTH} characters")
-    candidate = text if _ALREADY_COMPACT.fullmatch(text) else _digits_and_plus(text)
+    candidate = _digits_and_plus(text)
     if candidate is None:
         return InvalidNumber(
             "UnexpectedCharacters",
@@ -71,6 +71,8 @@ def _parse(candidate: str, region: str) -> NormalizationResult:
 
 def _digits_and_plus(text: str) -> str | None:
     """Keep digits (any script, as ASCII) and one leading +; None if anything else is there."""
+    if _ALREADY_COMPACT.fullmatch(text):
+        return text
     compact = text.translate(_DROP_SEPARATORS)
     if compact.isascii():
         # The common case, and cheap: no digits of other scripts to convert.
@@ -99,10 +101,10 @@ def _plain_e164(candidate: str, region: str) -> str | None:
     before. tests/test_phone.py checks that both paths agree.
     """
     if candidate.startswith("+"):
-        found = _rules_for_international(candidate[1:4])
-        if found is None:
+        rules = _rules_for_international(candidate[1:4])
+        if rules is None:
             return None
-        rules, national = found[0], candidate[1 + found[1] :]
+        national = candidate[1 + len(rules.country_code) :]
     else:
         rules, national = _rules_for_region(region), candidate
         if rules is None or national.startswith(rules.country_code) or (
@@ -148,15 +150,13 @@ def _rules_for_region(region: str) -> _ParsingRules | None:
 
 
 @lru_cache(maxsize=1024)
-def _rules_for_international(leading_digits: str) -> tuple[_ParsingRules, int] | None:
-    """The rules of the country code that `leading_digits` (up to three) start with, and
-    its length. Country codes are prefix-free, so the first 1-3 digit prefix that is one
-    is the one."""
+def _rules_for_international(leading_digits: str) -> _ParsingRules | None:
+    """The rules of the country code that `leading_digits` (up to three) start with.
+    Country codes are prefix-free, so the first 1-3 digit prefix that is one is the one."""
     for length in (1, 2, 3):
         country_code = leading_digits[:length]
         if len(country_code) == length and country_code in _COUNTRY_CODES:
-            rules = _rules_for_country_code(country_code)
-            return (rules, length) if rules is not None else None
+            return _rules_for_country_code(country_code)
     return None
 
 

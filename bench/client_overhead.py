@@ -84,7 +84,7 @@ class BarePipeline:
 
         from optouts.acs.credentials import StaticAccessKey
         from optouts.acs.policies import HmacSigningPolicy
-        from optouts.acs.transport import StdlibTransport
+        from optouts.acs.transport import KeepAliveTransport
 
         self._endpoint, key = parse_connection_string(connection_string)
         signing = HmacSigningPolicy(StaticAccessKey(key))
@@ -93,7 +93,7 @@ class BarePipeline:
             HttpLoggingPolicy(),
         ] if standard_policies else [signing]
         self._client: PipelineClient = PipelineClient(
-            base_url=self._endpoint, policies=policies, transport=StdlibTransport()
+            base_url=self._endpoint, policies=policies, transport=KeepAliveTransport()
         )
 
     def post(self, numbers: list[str]) -> dict:

@@ -17,7 +17,7 @@ from azure.core.rest import HttpRequest
 
 from devtools.azure_standins._server import JsonHandler, LocalServer
 from optouts.acs import OptOutsClient
-from optouts.acs.transport import StdlibTransport
+from optouts.acs.transport import KeepAliveTransport
 
 from .conftest import SENDER
 
@@ -75,14 +75,14 @@ def server(behaviour: Behaviour) -> Iterator[LocalServer]:
     running.close()
 
 
-def post(transport: StdlibTransport, url: str, body: str = '{"n":1}', **options: object):  # noqa: ANN201
+def post(transport: KeepAliveTransport, url: str, body: str = '{"n":1}', **options: object):  # noqa: ANN201
     request = HttpRequest("POST", f"{url}/sms/optouts:check?api-version=x", content=body.encode(),
                           headers={"Content-Type": "application/json"})
     return transport.send(request, **options)
 
 
 def test_answers_are_read_whole_and_connections_are_reused(server: LocalServer, behaviour: Behaviour) -> None:
-    with StdlibTransport() as transport:
+    with KeepAliveTransport() as transport:
         answers = [post(transport, server.base_url, body=f'{{"n":{n}}}') for n in range(5)]
     assert [a.status_code for a in answers] == [200] * 5
     assert [a.json()["echo"] for a in answers] == [f'{{"n":{n}}}' for n in range(5)]
@@ -103,7 +103,7 @@ def test_each_request_goes_out_in_one_write(
             writes.append(bytes(data))
         real_sendall(sock, data, *args)
 
-    with StdlibTransport() as transport:
+    with KeepAliveTransport() as transport:
         post(transport, server.base_url)  # connects outside the recording
         monkeypatch.setattr(socket.socket, "sendall", recording_sendall)
         answer = post(transport, server.base_url, body='{"n":2}')
@@ -115,7 +115,7 @@ def test_each_request_goes_out_in_one_write(
 
 def test_connection_close_answers_are_not_pooled(server: LocalServer, behaviour: Behaviour) -> None:
     behaviour.mode = "close-header"
-    with StdlibTransport() as transport:
+    with KeepAliveTransport() as transport:
         for _ in range(3):
             assert post(transport, server.base_url).status_code == 200
     assert len(set(behaviour.client_ports)) == 3
@@ -123,7 +123,7 @@ def test_connection_close_answers_are_not_pooled(server: LocalServer, behaviour:
 
 def test_a_dropped_idle_connection_is_replaced_once(server: LocalServer, behaviour: Behaviour) -> None:
     behaviour.mode = "drop-after-answer"
-    with StdlibTransport() as transport:
+    with KeepAliveTransport() as transport:
         first = post(transport, server.base_url, body='{"n":1}')
         time.sleep(0.05)  # lets the server's close reach the pooled socket
         second = post(transport, server.base_url, body='{"n":2}')
@@ -135,7 +135,7 @@ def test_a_dropped_idle_connection_is_replaced_once(server: LocalServer, behavio
 
 def test_a_fresh_connection_that_fails_is_not_retried_here(server: LocalServer, behaviour: Behaviour) -> None:
     behaviour.mode = "slam"
-    with StdlibTransport() as transport, pytest.raises(ServiceResponseError):
+    with KeepAliveTransport() as transport, pytest.raises(ServiceResponseError):
         post(transport, server.base_url)
 
 
@@ -143,20 +143,20 @@ def test_a_refused_connection_is_a_request_error() -> None:
     with socket.socket() as placeholder:
         placeholder.bind(("127.0.0.1", 0))
         port = placeholder.getsockname()[1]
-    with StdlibTransport(connection_timeout=2) as transport, pytest.raises(ServiceRequestError):
+    with KeepAliveTransport(connection_timeout=2) as transport, pytest.raises(ServiceRequestError):
         post(transport, f"http://127.0.0.1:{port}")
 
 
 def test_read_timeout_is_a_response_timeout(server: LocalServer, behaviour: Behaviour) -> None:
     behaviour.delay = 1.0
     started = time.monotonic()
-    with StdlibTransport() as transport, pytest.raises(ServiceResponseTimeoutError):
+    with KeepAliveTransport() as transport, pytest.raises(ServiceResponseTimeoutError):
         post(transport, server.base_url, read_timeout=0.2)
     assert time.monotonic() - started < 1.0
 
 
 def test_unsupported_scheme_is_refused() -> None:
-    with StdlibTransport() as transport, pytest.raises(ServiceRequestError):
+    with KeepAliveTransport() as transport, pytest.raises(ServiceRequestError):
         post(transport, "ftp://127.0.0.1:1")
 
 
@@ -165,9 +165,9 @@ def test_tls_is_verified(behaviour: Behaviour) -> None:
     try:
         assert running.certificate is not None
         trusting = ssl.create_default_context(cafile=running.certificate.ca_bundle)
-        with StdlibTransport(ssl_context=trusting) as transport:
+        with KeepAliveTransport(ssl_context=trusting) as transport:
             assert post(transport, running.base_url).status_code == 200
-        with StdlibTransport() as transport, pytest.raises(ServiceRequestError):
+        with KeepAliveTransport() as transport, pytest.raises(ServiceRequestError):
             post(transport, running.base_url)  # a self-signed certificate the system does not trust
     finally:
         running.close()
@@ -176,6 +176,6 @@ def test_tls_is_verified(behaviour: Behaviour) -> None:
 
 def test_the_client_sends_through_it_by_default(emulator) -> None:  # noqa: ANN001 - the shared fixture
     with OptOutsClient.from_connection_string(emulator.connection_string) as client:
-        assert isinstance(client._pipeline_client._pipeline._transport, StdlibTransport)
+        assert isinstance(client._pipeline_client._pipeline._transport, KeepAliveTransport)
         results = client.remove(SENDER, ["+14255550100"] * 2 + ["+14255550101"])
     assert [r.to for r in results] == ["+14255550100", "+14255550100", "+14255550101"]

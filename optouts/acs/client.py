@@ -43,7 +43,7 @@ from .errors import (
 )
 from .models import Operation, RecipientOutcome, RecipientResult
 from .policies import DEADLINE_OPTION, DeadlineRetryPolicy, HmacSigningPolicy
-from .transport import StdlibTransport
+from .transport import KeepAliveTransport
 
 DEFAULT_API_VERSION = "2026-01-23"
 ACS_SCOPE = "https://communication.azure.com//.default"
@@ -130,7 +130,7 @@ class OptOutsClient:
             auth_policy,
             HttpLoggingPolicy(**kwargs),
         ]
-        transport = kwargs.pop("transport", None) or StdlibTransport(
+        transport = kwargs.pop("transport", None) or KeepAliveTransport(
             connection_timeout=connection_timeout,
             read_timeout=read_timeout,
             pool_size=4 * max_concurrency,

@@ -1,27 +1,29 @@
-"""A lean azure-core transport on the standard library's `http.client`.
+"""A lean azure-core transport for the gateway's calls to ACS: small JSON POSTs to one host.
 
-The gateway's calls to ACS are small JSON POSTs to one host. `requests` (the default
-azure-core transport) spends more CPU preparing, merging and wrapping each call than
-the call's own round trip takes on a fast network, and that cost is what callers of
-the gateway pay. This transport keeps what the pipeline needs, no more: pooled
-keep-alive connections, separate connect and read timeouts, TLS with certificate
-verification, and the azure-core exception types its retry policy understands.
-Anything fancier (proxies, client certificates) can pass `transport=RequestsTransport(...)`
-to the client instead.
+`requests` (azure-core's default transport) and even the standard library's `http.client`
+spend more CPU per call than a fast network round trip takes: `http.client` sends headers
+one by one and parses every answer's header block with the `email` package. That CPU is
+what callers of the gateway pay. This transport keeps what the pipeline needs, no more:
+pooled keep-alive HTTP/1.1 connections, each request written in one `sendall`, answers
+parsed by `httptools` (the llhttp parser behind uvicorn), separate connect and read
+timeouts, TLS with certificate verification, a bound on the size of an answer, and the
+azure-core exception types its retry policy understands. Anything fancier (proxies,
+client certificates) can pass `transport=RequestsTransport(...)` to the client instead.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import ssl
 import threading
 from collections.abc import Iterator, MutableMapping
+from functools import lru_cache
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+import httptools
 from azure.core.exceptions import (
     HttpResponseError,
     ServiceRequestError,
@@ -32,49 +34,154 @@ from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.core.utils import CaseInsensitiveDict
 
+#: ACS answers 100 recipients in about 10 KB; anything near this is not an ACS answer.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+_RECEIVE_SIZE = 64 * 1024
 #: A kept-alive connection the server closed meanwhile fails like this on reuse.
-_STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
-                            ConnectionAbortedError)
+_DROPPED_CONNECTION_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 _Origin = tuple[str, str, int]
 
 
-class _OneWriteRequests:
-    """`http.client` sends a request's head and its body with two `send` calls: two
-    packets and, for the calling thread, two trips out of and back into the GIL. This
-    collects what one `request` sends and writes it at once."""
+class _StaleConnection(Exception):
+    """The server closed the connection before answering anything."""
 
-    _collected: list[bytes] | None = None
 
-    def send(self, data: Any) -> None:
-        if self._collected is not None:
-            self._collected.append(bytes(data))
-        else:
-            super().send(data)  # type: ignore[misc]
+class _Answer:
+    """One answer, as httptools' callbacks report it."""
 
-    def request_in_one_write(self, method: str, target: str, body: bytes | None, headers: dict[str, str]) -> None:
-        self._collected = []
+    __slots__ = ("parser", "status", "reason", "headers", "chunks", "size", "headers_done", "complete", "keep_alive")
+
+    def __init__(self) -> None:
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.reason = ""
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        assert self.parser is not None  # nosec B101 - set until the answer is read
+        self.complete = True
+        # Asked now: the parser forgets the answer's connection flags once it is complete.
+        self.keep_alive = self.parser.should_keep_alive()
+        self.status = self.parser.get_status_code()
+
+    def delimited_by_close(self) -> bool:
+        """Whether the body runs until the server closes (no length, not chunked)."""
+        names = {name.lower() for name, _ in self.headers}
+        return self.headers_done and "content-length" not in names and "transfer-encoding" not in names
+
+
+class _Connection:
+    """One HTTP/1.1 connection, used by one thread at a time."""
+
+    __slots__ = ("_socket", "_host_header")
+
+    def __init__(self, sock: socket.socket, host_header: str) -> None:
+        self._socket = sock
+        self._host_header = host_header
+
+    def exchange(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None, read_timeout: float
+    ) -> tuple[int, str, CaseInsensitiveDict, bytes, bool]:
+        """Send one request and read its whole answer: status, reason, headers, body, keep-alive.
+
+        Raises `_StaleConnection` when the server closed the connection before answering."""
+        self._socket.settimeout(read_timeout)
         try:
-            self.request(method, target, body=body, headers=headers)  # type: ignore[attr-defined]
-            data = b"".join(self._collected)
+            self._socket.sendall(_request_bytes(method, target, self._host_header, headers, body))
+        except _DROPPED_CONNECTION_ERRORS:
+            raise _StaleConnection() from None
+        answer = _Answer()
+        try:
+            self._read_into(answer)
         finally:
-            self._collected = None
-        self.send(data)
+            answer.parser = None  # no reference cycle left for the garbage collector
+        return answer.status, answer.reason, CaseInsensitiveDict(answer.headers), b"".join(answer.chunks), \
+            answer.keep_alive
+
+    def _read_into(self, answer: _Answer) -> None:
+        assert answer.parser is not None  # nosec B101 - a new answer has its parser
+        received_any = False
+        while not answer.complete:
+            try:
+                data = self._socket.recv(_RECEIVE_SIZE)
+            except _DROPPED_CONNECTION_ERRORS:
+                if received_any:
+                    raise
+                raise _StaleConnection() from None
+            if not data:
+                if not received_any:
+                    raise _StaleConnection()
+                if not answer.delimited_by_close():
+                    raise ServiceResponseError("the connection closed in the middle of the answer")
+                answer.status, answer.complete = answer.parser.get_status_code(), True
+                return
+            received_any = True
+            try:
+                answer.parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                raise ServiceResponseError("the server asked to switch protocols") from None
+            except httptools.HttpParserError as error:
+                raise ServiceResponseError(f"the answer is not valid HTTP/1.1 ({error})") from None
+            if answer.size > MAX_ANSWER_BYTES:
+                raise ServiceResponseError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
+
+    def close(self) -> None:
+        try:
+            self._socket.close()
+        except OSError:
+            pass
 
 
-class _HTTPConnection(_OneWriteRequests, http.client.HTTPConnection):
-    pass
+def _request_bytes(method: str, target: str, host: str, headers: dict[str, str], body: bytes | None) -> bytes:
+    fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    # Each field ends in one CR LF; another CR or LF would let a name or value smuggle in headers.
+    if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
+        raise ServiceRequestError("a request header contains a line break")
+    length = "" if body is None else f"Content-Length: {len(body)}\r\n"
+    head = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: identity\r\n{fields}{length}\r\n"
+    try:
+        encoded = head.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ServiceRequestError("a request header is not Latin-1 text") from None
+    return encoded + body if body else encoded
 
 
-class _HTTPSConnection(_OneWriteRequests, http.client.HTTPSConnection):
-    pass
+@lru_cache(maxsize=64)
+def _split_url(url: str) -> tuple[_Origin, str, str]:
+    """(origin, request target, Host header) of a URL; the client calls a handful of URLs only."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ServiceRequestError(f"cannot send to a URL with scheme {parts.scheme!r}")
+    default_port = 443 if scheme == "https" else 80
+    port = parts.port or default_port
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    host_header = host if port == default_port else f"{host}:{port}"
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return (scheme, parts.hostname, port), target, host_header
 
 
-_Connection = _HTTPConnection | _HTTPSConnection
-
-
-class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
-    """Send azure-core requests with `http.client` over a pool of kept-alive connections.
+class KeepAliveTransport(HttpTransport):  # type: ignore[type-arg]
+    """Send azure-core requests over a pool of kept-alive HTTP/1.1 connections.
 
     Thread-safe: each connection is used by one thread at a time, and at most
     `pool_size` idle connections per origin are kept for reuse.
@@ -97,7 +204,7 @@ class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
         self._lock = threading.Lock()
         self._closed = False
 
-    def __enter__(self) -> "StdlibTransport":
+    def __enter__(self) -> "KeepAliveTransport":
         self.open()
         return self
 
@@ -119,32 +226,35 @@ class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
         """Send one request and read its whole answer. The per-call `connection_timeout`
         and `read_timeout` options azure-core's policies set are honoured; other options
         (such as `stream`) do not apply to small JSON calls and are ignored."""
-        url = urlsplit(request.url)
-        scheme = url.scheme.lower()
-        if scheme not in ("http", "https") or not url.hostname:
-            raise ServiceRequestError(f"cannot send to a URL with scheme {url.scheme!r}")
-        origin: _Origin = (scheme, url.hostname, url.port or (443 if scheme == "https" else 80))
-        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        try:
+            origin, target, host_header = _split_url(request.url)
+        except ValueError as error:  # a port that is not a number
+            raise ServiceRequestError(f"cannot send to this URL ({error})") from None
         body = _body_bytes(request)
         headers = dict(request.headers)
         connect_timeout = kwargs.get("connection_timeout") or self._connection_timeout
         read_timeout = kwargs.get("read_timeout") or self._read_timeout
 
-        connection, reused = self._checkout(origin, connect_timeout)
+        connection, reused = self._checkout(origin, host_header, connect_timeout)
         while True:
             try:
-                status, reason, response_headers, content, keep = _exchange(
-                    connection, request.method, target, body, headers, read_timeout
+                status, reason, response_headers, content, keep = connection.exchange(
+                    request.method, target, headers, body, read_timeout
                 )
-            except _STALE_CONNECTION_ERRORS as error:
+            except _StaleConnection:
                 connection.close()
                 if not reused:
-                    raise ServiceResponseError(f"the connection failed ({type(error).__name__})",
-                                               error=error) from None
+                    raise ServiceResponseError("the server closed the connection without answering") from None
                 # The server closed a kept-alive connection while it sat idle. Opt-out calls
                 # are idempotent, so a second try on a fresh connection is safe.
-                connection, reused = self._connect(origin, connect_timeout), False
+                connection, reused = self._connect(origin, host_header, connect_timeout), False
                 continue
+            except TimeoutError as error:  # socket.timeout is the same class
+                connection.close()
+                raise ServiceResponseTimeoutError(f"no answer within {read_timeout:g} s", error=error) from None
+            except OSError as error:
+                connection.close()
+                raise ServiceResponseError(f"the exchange failed ({type(error).__name__})", error=error) from None
             except BaseException:
                 connection.close()
                 raise
@@ -153,16 +263,16 @@ class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
             self._checkin(origin, connection)
         else:
             connection.close()
-        return StdlibResponse(request, status, reason, response_headers, content)
+        return BufferedResponse(request, status, reason, response_headers, content)
 
     # -- the pool ----------------------------------------------------------------------
 
-    def _checkout(self, origin: _Origin, connect_timeout: float) -> tuple[_Connection, bool]:
+    def _checkout(self, origin: _Origin, host_header: str, connect_timeout: float) -> tuple[_Connection, bool]:
         with self._lock:
             idle = self._idle.get(origin)
             if idle:
                 return idle.pop(), True
-        return self._connect(origin, connect_timeout), False
+        return self._connect(origin, host_header, connect_timeout), False
 
     def _checkin(self, origin: _Origin, connection: _Connection) -> None:
         with self._lock:
@@ -172,46 +282,23 @@ class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
                 return
         connection.close()
 
-    def _connect(self, origin: _Origin, connect_timeout: float) -> _Connection:
+    def _connect(self, origin: _Origin, host_header: str, connect_timeout: float) -> _Connection:
         scheme, host, port = origin
-        connection: _Connection
-        if scheme == "https":
-            connection = _HTTPSConnection(host, port, timeout=connect_timeout, context=self._ssl_context)
-        else:
-            connection = _HTTPConnection(host, port, timeout=connect_timeout)
         try:
-            connection.connect()
-        except (OSError, http.client.HTTPException) as error:
-            connection.close()
+            sock = socket.create_connection((host, port), timeout=connect_timeout)
+        except OSError as error:
             raise ServiceRequestError(f"could not connect to {host}:{port} ({type(error).__name__})",
                                       error=error) from None
-        # Small requests must not wait for the peer's delayed ACK of an earlier packet.
-        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return connection
-
-
-def _exchange(
-    connection: _Connection,
-    method: str,
-    target: str,
-    body: bytes | None,
-    headers: dict[str, str],
-    read_timeout: float,
-) -> tuple[int, str, CaseInsensitiveDict, bytes, bool]:
-    try:
-        if connection.sock is not None:  # pooled and fresh connections always have one
-            connection.sock.settimeout(read_timeout)
-        connection.request_in_one_write(method, target, body, headers)
-        response = connection.getresponse()
-        content = response.read()
-    except _STALE_CONNECTION_ERRORS:
-        raise
-    except TimeoutError as error:  # socket.timeout is the same class
-        raise ServiceResponseTimeoutError(f"no answer within {read_timeout:g} s", error=error) from None
-    except (OSError, http.client.HTTPException) as error:
-        raise ServiceResponseError(f"the exchange failed ({type(error).__name__})", error=error) from None
-    response_headers = CaseInsensitiveDict(response.getheaders())
-    return response.status, response.reason, response_headers, content, not response.will_close
+        try:
+            # Small requests must not wait for the peer's delayed ACK of an earlier packet.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock = self._ssl_context.wrap_socket(sock, server_hostname=host)
+        except OSError as error:  # ssl.SSLError (an untrusted certificate, say) is an OSError
+            sock.close()
+            raise ServiceRequestError(f"could not connect to {host}:{port} ({type(error).__name__})",
+                                      error=error) from None
+        return _Connection(sock, host_header)
 
 
 def _body_bytes(request: HttpRequest) -> bytes | None:
@@ -222,10 +309,10 @@ def _body_bytes(request: HttpRequest) -> bytes | None:
         return content.encode("utf-8")
     if isinstance(content, (bytes, bytearray)):
         return bytes(content)
-    raise ServiceRequestError(f"StdlibTransport sends bytes or str bodies, not {type(content).__name__}")
+    raise ServiceRequestError(f"KeepAliveTransport sends bytes or str bodies, not {type(content).__name__}")
 
 
-class StdlibResponse(HttpResponse):
+class BufferedResponse(HttpResponse):
     """A fully read answer; `azure.core.rest.HttpResponse` for the pipeline and callers."""
 
     def __init__(self, request: HttpRequest, status: int, reason: str,
@@ -303,7 +390,7 @@ class StdlibResponse(HttpResponse):
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "StdlibResponse":
+    def __enter__(self) -> "BufferedResponse":
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

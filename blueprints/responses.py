@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
+import orjson
 
 from optouts.config import SettingsError
 from optouts.problems import Problem, new_trace_id
@@ -30,9 +31,12 @@ def json_response(body: Any, *, status: int = 200, trace_id: str) -> func.HttpRe
 
 
 def _json_bytes(body: Any) -> bytes:
-    """JSON in ASCII: callers' text is echoed back (inputs, field names), and `\\u` escapes
-    carry any of it, lone surrogates included, which UTF-8 could not encode."""
-    return json.dumps(body, separators=(",", ":")).encode("ascii")
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        # Callers' text is echoed back (inputs, field names); a lone surrogate in it cannot be
+        # UTF-8, so that answer is ASCII with `\\u` escapes, which carry any text.
+        return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
 def problem_response(problem: Problem, *, trace_id: str) -> func.HttpResponse:

@@ -17,6 +17,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator, MutableMapping
 from functools import lru_cache
 from types import TracebackType
@@ -34,7 +35,7 @@ from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.core.utils import CaseInsensitiveDict
 
-#: ACS answers 100 recipients in about 10 KB; anything near this is not an ACS answer.
+#: ACS answers 100 recipients in about 10 KB; an answer (head and body) near this is not ACS's.
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 _RECEIVE_SIZE = 64 * 1024
 #: A kept-alive connection the server closed meanwhile fails like this on reuse.
@@ -50,7 +51,7 @@ class _StaleConnection(Exception):
 class _Answer:
     """One answer, as httptools' callbacks report it."""
 
-    __slots__ = ("parser", "status", "reason", "headers", "chunks", "size", "headers_done", "complete", "keep_alive")
+    __slots__ = ("parser", "status", "reason", "headers", "chunks", "headers_done", "complete", "keep_alive")
 
     def __init__(self) -> None:
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
@@ -58,7 +59,6 @@ class _Answer:
         self.reason = ""
         self.headers: list[tuple[str, str]] = []
         self.chunks: list[bytes] = []
-        self.size = 0
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
@@ -73,7 +73,6 @@ class _Answer:
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
-        self.size += len(body)
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -111,38 +110,46 @@ class _Connection:
             raise _StaleConnection() from None
         answer = _Answer()
         try:
-            self._read_into(answer)
+            self._read_into(answer, read_timeout)
         finally:
             answer.parser = None  # no reference cycle left for the garbage collector
         return answer.status, answer.reason, CaseInsensitiveDict(answer.headers), b"".join(answer.chunks), \
             answer.keep_alive
 
-    def _read_into(self, answer: _Answer) -> None:
+    def _read_into(self, answer: _Answer, read_timeout: float) -> None:
+        """`read_timeout` bounds the whole answer, not each receive: a server trickling
+        bytes cannot hold the call longer, nor (with MAX_ANSWER_BYTES) grow its memory."""
         assert answer.parser is not None  # nosec B101 - a new answer has its parser
-        received_any = False
+        received = 0
+        deadline = time.monotonic() + read_timeout
         while not answer.complete:
+            if received:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError()
+                self._socket.settimeout(remaining)
             try:
                 data = self._socket.recv(_RECEIVE_SIZE)
             except _DROPPED_CONNECTION_ERRORS:
-                if received_any:
+                if received:
                     raise
                 raise _StaleConnection() from None
             if not data:
-                if not received_any:
+                if not received:
                     raise _StaleConnection()
                 if not answer.delimited_by_close():
                     raise ServiceResponseError("the connection closed in the middle of the answer")
                 answer.status, answer.complete = answer.parser.get_status_code(), True
                 return
-            received_any = True
+            received += len(data)
+            if received > MAX_ANSWER_BYTES:
+                raise ServiceResponseError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
             try:
                 answer.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
                 raise ServiceResponseError("the server asked to switch protocols") from None
             except httptools.HttpParserError as error:
                 raise ServiceResponseError(f"the answer is not valid HTTP/1.1 ({error})") from None
-            if answer.size > MAX_ANSWER_BYTES:
-                raise ServiceResponseError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
 
     def close(self) -> None:
         try:
@@ -152,9 +159,11 @@ class _Connection:
 
 
 def _request_bytes(method: str, target: str, host: str, headers: dict[str, str], body: bytes | None) -> bytes:
-    fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    # Each field ends in one CR LF; another CR or LF would let a name or value smuggle in headers.
-    if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
+    # Host and Content-Length are the transport's to write: from the URL, and from the body as sent.
+    lines = [f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _TRANSPORT_HEADERS]
+    fields = "".join(lines)
+    # Each line ends in one CR LF; another CR or LF would let a name or value smuggle in headers.
+    if fields.count("\n") != len(lines) or fields.count("\r") != len(lines):
         raise ServiceRequestError("a request header contains a line break")
     length = "" if body is None else f"Content-Length: {len(body)}\r\n"
     head = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: identity\r\n{fields}{length}\r\n"
@@ -163,6 +172,9 @@ def _request_bytes(method: str, target: str, host: str, headers: dict[str, str],
     except UnicodeEncodeError:
         raise ServiceRequestError("a request header is not Latin-1 text") from None
     return encoded + body if body else encoded
+
+
+_TRANSPORT_HEADERS = frozenset({"host", "content-length"})
 
 
 @lru_cache(maxsize=64)

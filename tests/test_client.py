@@ -6,6 +6,8 @@ import base64
 import json
 import logging
 import socket
+import uuid
+from collections.abc import Callable
 
 import pytest
 from azure.core.credentials import AccessToken
@@ -272,3 +274,42 @@ def test_recipients_missing_from_an_answer_fail_as_transient_and_are_asked_again
     assert [r.outcome for r in results] == [RecipientOutcome.SUCCEEDED] * 2 + [RecipientOutcome.FAILED]
     assert results[2].status_code == 502
     assert "did not mention" in (results[2].error_message or "")
+
+
+class _RecordingAcs(JsonHandler):
+    """An ACS stand-in that records each call's headers and body and opts nobody out."""
+
+    def do_POST(self) -> None:  # noqa: N802 - the base class's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.owner.append((dict(self.headers), body))  # type: ignore[attr-defined]
+        asked = json.loads(body)["recipients"]
+        self.send_json(200, {"value": [{"to": r["to"], "httpStatusCode": 200, "isOptedOut": False} for r in asked]})
+
+
+def _with_recording_acs(action: Callable[[OptOutsClient], object]) -> list[tuple[dict[str, str], bytes]]:
+    seen: list[tuple[dict[str, str], bytes]] = []
+    server = LocalServer(_RecordingAcs, owner=seen, tls=False)
+    key = base64.b64encode(b"k" * 32).decode()
+    try:
+        with fast_client(f"endpoint={server.base_url}/;accesskey={key}") as client:
+            action(client)
+    finally:
+        server.close()
+    return seen
+
+
+def test_every_call_carries_its_own_random_request_id() -> None:
+    seen = _with_recording_acs(lambda client: client.check(SENDER, numbers(250)))
+    ids = [headers["x-ms-client-request-id"] for headers, _ in seen]
+    assert len(ids) == 3 and len(set(ids)) == 3
+    # Version 4: random, so it reveals neither when nor on which host it was made (uuid1 does).
+    assert all(uuid.UUID(request_id).version == 4 for request_id in ids)
+    assert {headers["Content-Length"] for headers, _ in seen} == {str(len(body)) for _, body in seen}
+
+
+def test_text_that_utf8_cannot_carry_still_reaches_acs_as_escaped_json() -> None:
+    """A library caller may pass any str; a lone surrogate is sent as a JSON escape, not a crash."""
+    seen = _with_recording_acs(lambda client: client.check("+1800555\ud800", ["+14255550100"]))
+    (_, body), = seen
+    assert body.isascii() and b"\\ud800" in body
+    assert json.loads(body)["from"] == "+1800555\ud800"

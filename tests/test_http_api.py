@@ -219,3 +219,15 @@ def test_logs_mask_phone_numbers(gateway_env: AcsEmulator, caplog: pytest.LogCap
     call("RemoveOptOuts", body={"phoneNumbers": ["+14255550177"]})
     assert "+1425***0177" in caplog.text
     assert "4255550177" not in caplog.text
+
+
+@pytest.mark.parametrize("text", ["Zoë +1 (425) 555‑0100 ☎", "+1425555\ud800"])
+def test_answers_are_json_that_decodes_to_exactly_what_was_put_in(text: str) -> None:
+    """UTF-8 for any text; a lone surrogate, which UTF-8 cannot carry, as an ASCII `\\u` escape."""
+    from blueprints.responses import json_response
+
+    response = json_response({"input": text, "n": [1, None, True]}, trace_id="t")
+    body = response.get_body()
+    assert response.mimetype == "application/json" and response.charset == "utf-8"
+    assert json.loads(body.decode("utf-8")) == {"input": text, "n": [1, None, True]}
+    assert body.isascii() == ("\ud800" in text)

@@ -516,3 +516,40 @@ def test_reason_and_headers_of_the_answer_are_exposed(raw: RawServer) -> None:
     assert answer.text() == answer.text() == payload.decode()
     assert answer.json() == answer.json() == {"value": [{"to": "+14255550100", "httpStatusCode": 200}]}
     assert answer.read() == payload
+
+
+def test_interim_answers_are_skipped(raw: RawServer) -> None:
+    """A 103 Early Hints (or 100 Continue) comes before the real answer; its headers are not the answer's."""
+    raw.replies = [
+        Reply([b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n",
+               fixed(b'{"n":1}', "200 OK", "X-Which: final")], pause=0.02),
+        Reply([fixed(b'{"n":2}')]),
+    ]
+    with quick_transport() as transport:
+        first = post(transport, raw.url)
+        second = post(transport, raw.url)
+    assert (first.status_code, first.reason, first.json()) == (200, "OK", {"n": 1})
+    assert first.headers.get("X-Which") == "final" and first.headers.get("Link") is None
+    assert second.json() == {"n": 2}
+    assert [seen.connection for seen in raw.requests] == [0, 0]
+
+
+def test_bytes_after_the_answer_keep_the_connection_out_of_the_pool(raw: RawServer) -> None:
+    """A server that sent more than its answer is out of step: the next answer on that
+    connection could be the leftover, so the connection is closed instead of reused."""
+    raw.replies = [
+        Reply([fixed(b'{"n":1}') + fixed(b'{"stray":true}')]),
+        Reply([fixed(b'{"n":2}')]),
+    ]
+    with quick_transport() as transport:
+        first = post(transport, raw.url)
+        second = post(transport, raw.url)
+    assert first.json() == {"n": 1}
+    assert second.json() == {"n": 2}
+    assert [seen.connection for seen in raw.requests] == [0, 1]
+
+
+def test_head_requests_are_refused() -> None:
+    """An answer to HEAD announces a body it does not send; waiting for it would hang."""
+    with quick_transport() as transport, pytest.raises(ServiceRequestError):
+        transport.send(HttpRequest("HEAD", "http://127.0.0.1:9/x"))

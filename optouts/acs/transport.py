@@ -49,9 +49,12 @@ class _StaleConnection(Exception):
 
 
 class _Answer:
-    """One answer, as httptools' callbacks report it."""
+    """One answer, as httptools' callbacks report it. Interim 1xx answers (103 Early Hints,
+    say) are skipped, as `http.client` does; bytes after the answer mean the connection is
+    out of step, so it is not reused."""
 
-    __slots__ = ("parser", "status", "reason", "headers", "chunks", "headers_done", "complete", "keep_alive")
+    __slots__ = ("parser", "status", "reason", "headers", "chunks", "headers_done", "complete", "keep_alive",
+                 "final")
 
     def __init__(self) -> None:
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
@@ -62,6 +65,13 @@ class _Answer:
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
+        #: The answer's own (reason, headers, body chunks), kept apart from any message after it.
+        self.final: tuple[str, list[tuple[str, str]], list[bytes]] | None = None
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.keep_alive = False
+        self.reason, self.headers, self.chunks, self.headers_done = "", [], [], False
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason.decode("latin-1")
@@ -77,10 +87,15 @@ class _Answer:
 
     def on_message_complete(self) -> None:
         assert self.parser is not None  # nosec B101 - set until the answer is read
-        self.complete = True
+        status = self.parser.get_status_code()
+        if self.complete or 100 <= status < 200:
+            return
+        self.finish(status)
         # Asked now: the parser forgets the answer's connection flags once it is complete.
         self.keep_alive = self.parser.should_keep_alive()
-        self.status = self.parser.get_status_code()
+
+    def finish(self, status: int) -> None:
+        self.complete, self.status, self.final = True, status, (self.reason, self.headers, self.chunks)
 
     def delimited_by_close(self) -> bool:
         """Whether the body runs until the server closes (no length, not chunked)."""
@@ -113,8 +128,9 @@ class _Connection:
             self._read_into(answer, read_timeout)
         finally:
             answer.parser = None  # no reference cycle left for the garbage collector
-        return answer.status, answer.reason, CaseInsensitiveDict(answer.headers), b"".join(answer.chunks), \
-            answer.keep_alive
+        assert answer.final is not None  # nosec B101 - _read_into returns only with the answer complete
+        reason, headers, chunks = answer.final
+        return answer.status, reason, CaseInsensitiveDict(headers), b"".join(chunks), answer.keep_alive
 
     def _read_into(self, answer: _Answer, read_timeout: float) -> None:
         """`read_timeout` bounds the whole answer, not each receive: a server trickling
@@ -139,7 +155,7 @@ class _Connection:
                     raise _StaleConnection()
                 if not answer.delimited_by_close():
                     raise ServiceResponseError("the connection closed in the middle of the answer")
-                answer.status, answer.complete = answer.parser.get_status_code(), True
+                answer.finish(answer.parser.get_status_code())
                 return
             received += len(data)
             if received > MAX_ANSWER_BYTES:
@@ -242,6 +258,9 @@ class KeepAliveTransport(HttpTransport):  # type: ignore[type-arg]
             origin, target, host_header = _split_url(request.url)
         except ValueError as error:  # a port that is not a number
             raise ServiceRequestError(f"cannot send to this URL ({error})") from None
+        if request.method == "HEAD":
+            # An answer to HEAD announces a body it does not send; these calls never need one.
+            raise ServiceRequestError("KeepAliveTransport does not send HEAD requests")
         body = _body_bytes(request)
         headers = dict(request.headers)
         connect_timeout = kwargs.get("connection_timeout") or self._connection_timeout

@@ -36,7 +36,8 @@ def recipients(count: int, start: int = 0) -> list[str]:
 
 
 class RawPoster:
-    """The floor: one signed POST over a kept-alive `http.client` connection."""
+    """The reference the budgets are set against: one signed POST over a kept-alive
+    `http.client` connection, with the `json` module, and nothing else."""
 
     def __init__(self, connection_string: str) -> None:
         endpoint, key = parse_connection_string(connection_string)

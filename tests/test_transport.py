@@ -549,7 +549,25 @@ def test_bytes_after_the_answer_keep_the_connection_out_of_the_pool(raw: RawServ
     assert [seen.connection for seen in raw.requests] == [0, 1]
 
 
-def test_head_requests_are_refused() -> None:
+def test_head_requests_are_refused(raw: RawServer) -> None:
     """An answer to HEAD announces a body it does not send; waiting for it would hang."""
+    raw.replies = [Reply([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"])]
     with quick_transport() as transport, pytest.raises(ServiceRequestError):
-        transport.send(HttpRequest("HEAD", "http://127.0.0.1:9/x"))
+        transport.send(HttpRequest("HEAD", f"{raw.url}/x"))
+    assert raw.received == [] and raw.requests == []
+
+
+@pytest.mark.parametrize("path", ["/a b", "/a\x00b", "/x?q=\x7f", "/x\r\nX-Injected: 1"])
+def test_a_url_that_could_split_the_request_line_is_refused(raw: RawServer, path: str) -> None:
+    """As http.client does: refused before any connection is made."""
+    raw.replies = [Reply([fixed(b"{}")])]
+    with quick_transport() as transport, pytest.raises(ServiceRequestError):
+        transport.send(HttpRequest("GET", f"{raw.url}{path}"))
+    assert raw.received == [] and raw.requests == []
+
+
+def test_a_method_that_is_not_a_name_is_refused(raw: RawServer) -> None:
+    raw.replies = [Reply([fixed(b"{}")])]
+    with quick_transport() as transport, pytest.raises(ServiceRequestError):
+        transport.send(HttpRequest("GET /x HTTP/1.1\r\nX:", f"{raw.url}/x"))
+    assert raw.received == [] and raw.requests == []

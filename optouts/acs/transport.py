@@ -14,6 +14,7 @@ client certificates) can pass `transport=RequestsTransport(...)` to the client i
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import threading
@@ -53,20 +54,18 @@ class _Answer:
     say) are skipped, as `http.client` does; bytes after the answer mean the connection is
     out of step, so it is not reused."""
 
-    __slots__ = ("parser", "status", "reason", "headers", "chunks", "headers_done", "complete", "keep_alive",
-                 "final")
+    __slots__ = ("parser", "reason", "headers", "chunks", "headers_done", "complete", "keep_alive", "final")
 
     def __init__(self) -> None:
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
-        self.status = 0
         self.reason = ""
         self.headers: list[tuple[str, str]] = []
         self.chunks: list[bytes] = []
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
-        #: The answer's own (reason, headers, body chunks), kept apart from any message after it.
-        self.final: tuple[str, list[tuple[str, str]], list[bytes]] | None = None
+        #: The answer's own status, reason, headers and body chunks, kept apart from any message after it.
+        self.final: tuple[int, str, list[tuple[str, str]], list[bytes]] | None = None
 
     def on_message_begin(self) -> None:
         if self.complete:
@@ -95,7 +94,7 @@ class _Answer:
         self.keep_alive = self.parser.should_keep_alive()
 
     def finish(self, status: int) -> None:
-        self.complete, self.status, self.final = True, status, (self.reason, self.headers, self.chunks)
+        self.complete, self.final = True, (status, self.reason, self.headers, self.chunks)
 
     def delimited_by_close(self) -> bool:
         """Whether the body runs until the server closes (no length, not chunked)."""
@@ -129,8 +128,8 @@ class _Connection:
         finally:
             answer.parser = None  # no reference cycle left for the garbage collector
         assert answer.final is not None  # nosec B101 - _read_into returns only with the answer complete
-        reason, headers, chunks = answer.final
-        return answer.status, reason, CaseInsensitiveDict(headers), b"".join(chunks), answer.keep_alive
+        status, reason, headers, chunks = answer.final
+        return status, reason, CaseInsensitiveDict(headers), b"".join(chunks), answer.keep_alive
 
     def _read_into(self, answer: _Answer, read_timeout: float) -> None:
         """`read_timeout` bounds the whole answer, not each receive: a server trickling
@@ -205,7 +204,13 @@ def _split_url(url: str) -> tuple[_Origin, str, str]:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     host_header = host if port == default_port else f"{host}:{port}"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if _CONTROL_OR_SPACE.search(target + host_header):
+        # As in http.client: a space or control character would let the URL split the request line.
+        raise ServiceRequestError("the URL contains a space or a control character")
     return (scheme, parts.hostname, port), target, host_header
+
+
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 
 
 class KeepAliveTransport(HttpTransport):  # type: ignore[type-arg]
@@ -258,6 +263,8 @@ class KeepAliveTransport(HttpTransport):  # type: ignore[type-arg]
             origin, target, host_header = _split_url(request.url)
         except ValueError as error:  # a port that is not a number
             raise ServiceRequestError(f"cannot send to this URL ({error})") from None
+        if not (request.method.isascii() and request.method.isalpha()):
+            raise ServiceRequestError("the request method is not an HTTP method name")
         if request.method == "HEAD":
             # An answer to HEAD announces a body it does not send; these calls never need one.
             raise ServiceRequestError("KeepAliveTransport does not send HEAD requests")

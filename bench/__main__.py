@@ -92,6 +92,7 @@ def render(results: dict[str, Any]) -> str:
         client = overhead[f"OptOutsClient, {size} recipients"].median
         gateway = overhead[f"HTTP function in-process, {size} recipients"].median
         normalization = overhead[f"normalization alone, {size} recipients"].median
+        transport = overhead[f"the gateway's transport alone, {size} recipients"].median
         signing_only = overhead[f"azure-core, signing policy only, {size} recipients"].median
         standard = overhead[f"azure-core, standard policies and signing, {size} recipients"].median
         thinnest = overhead[f"thinnest HTTP function on that pipeline, {size} recipients"].median
@@ -100,7 +101,8 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"- {size} number(s): gateway / raw = **{ratio:.2f}x**, {_verdict(ratio, budget)}, "
                      f"{(gateway - raw) * 1e3:.2f} ms more per request; client alone / raw = {client / raw:.2f}x; "
                      f"gateway without its normalization / raw = {(gateway - normalization) / raw:.2f}x.")
-        lines.append(f"  - Where it goes: a bare azure-core pipeline with the signing policy is {signing_only / raw:.2f}x "
+        lines.append(f"  - Where it goes: the same exchange through the gateway's transport alone is {transport / raw:.2f}x "
+                     f"raw; a bare azure-core pipeline with the signing policy is {signing_only / raw:.2f}x "
                      f"raw, {standard / raw:.2f}x with the standard policies the Azure SDK guidelines prescribe "
                      f"(request id, headers, user agent, retry, logging), and the thinnest HTTP function around it "
                      f"(JSON in, one call, JSON out) {thinnest / raw:.2f}x. The client's own work (chunking, "

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 SENDER = "+18005550100"
 API_VERSION = "2026-01-23"
+CHECK_PATH = f"/sms/optouts:check?api-version={API_VERSION}"
 
 
 def recipients(count: int, start: int = 0) -> list[str]:
@@ -42,30 +43,58 @@ class RawPoster:
     def __init__(self, connection_string: str) -> None:
         endpoint, key = parse_connection_string(connection_string)
         url = urlsplit(endpoint)
+        self._endpoint = endpoint
         self._host = url.netloc
         self._key = decode_access_key(key)
         self._connection = http.client.HTTPConnection(url.hostname, url.port)
 
     def post(self, numbers: list[str]) -> dict:
-        body = json.dumps({"from": SENDER, "recipients": [{"to": n} for n in numbers]}).encode()
-        path = f"/sms/optouts:check?api-version={API_VERSION}"
-        date = formatdate(usegmt=True)
-        body_hash = signing.content_sha256(body)
-        text = signing.string_to_sign("POST", path, date, self._host, body_hash)
-        headers = {
-            "Content-Type": "application/json",
-            "x-ms-date": date,
-            "x-ms-content-sha256": body_hash,
-            "Authorization": signing.authorization_header(signing.signature(self._key, text)),
-        }
-        self._connection.request("POST", path, body=body, headers=headers)
+        body, headers = self._signed(numbers)
+        self._connection.request("POST", CHECK_PATH, body=body, headers=headers)
         response = self._connection.getresponse()
         answer = json.loads(response.read())
         assert response.status == 200, answer
         return answer
 
+    def _signed(self, numbers: list[str]) -> tuple[bytes, dict[str, str]]:
+        body = json.dumps({"from": SENDER, "recipients": [{"to": n} for n in numbers]}).encode()
+        date = formatdate(usegmt=True)
+        body_hash = signing.content_sha256(body)
+        text = signing.string_to_sign("POST", CHECK_PATH, date, self._host, body_hash)
+        return body, {
+            "Content-Type": "application/json",
+            "x-ms-date": date,
+            "x-ms-content-sha256": body_hash,
+            "Authorization": signing.authorization_header(signing.signature(self._key, text)),
+        }
+
     def close(self) -> None:
         self._connection.close()
+
+
+class TransportAlone(RawPoster):
+    """The same signed POST through the gateway's own transport, with no azure-core pipeline:
+    the leanest exchange on this stack, shown beside the budgets' `http.client` reference."""
+
+    def __init__(self, connection_string: str) -> None:
+        from optouts.acs.transport import KeepAliveTransport
+
+        super().__init__(connection_string)
+        self._transport = KeepAliveTransport()
+
+    def post(self, numbers: list[str]) -> dict:
+        from azure.core.rest import HttpRequest
+
+        body, headers = self._signed(numbers)
+        response = self._transport.send(HttpRequest("POST", self._endpoint + CHECK_PATH, headers=headers,
+                                                    content=body))
+        answer = json.loads(response.content)
+        assert response.status_code == 200, answer
+        return answer
+
+    def close(self) -> None:
+        super().close()
+        self._transport.close()
 
 
 class BarePipeline:
@@ -101,7 +130,7 @@ class BarePipeline:
         from azure.core.rest import HttpRequest
 
         body = json.dumps({"from": SENDER, "recipients": [{"to": n} for n in numbers]}).encode()
-        request = HttpRequest("POST", f"{self._endpoint}/sms/optouts:check?api-version={API_VERSION}",
+        request = HttpRequest("POST", self._endpoint + CHECK_PATH,
                               headers={"Content-Type": "application/json"}, content=body)
         response = self._client.send_request(request)
         assert response.status_code == 200, response.text()
@@ -168,6 +197,7 @@ def overhead(runs: int) -> dict[str, Figure]:
     figures: dict[str, Figure] = {}
     with emulator_process() as connection_string, OptOutsClient.from_connection_string(connection_string) as client:
         raw = RawPoster(connection_string)
+        transport_alone = TransportAlone(connection_string)
         signing_only = BarePipeline(connection_string, standard_policies=False)
         standard = BarePipeline(connection_string, standard_policies=True)
         thinnest = ThinnestFunction(standard)
@@ -177,6 +207,7 @@ def overhead(runs: int) -> dict[str, Figure]:
                 numbers = recipients(size)
                 measured = interleaved(runs, {
                     f"raw http.client, {size} recipients": lambda: raw.post(numbers),
+                    f"the gateway's transport alone, {size} recipients": lambda: transport_alone.post(numbers),
                     f"azure-core, signing policy only, {size} recipients": lambda: signing_only.post(numbers),
                     f"azure-core, standard policies and signing, {size} recipients": lambda: standard.post(numbers),
                     f"thinnest HTTP function on that pipeline, {size} recipients": lambda: thinnest.post(numbers),
@@ -187,4 +218,5 @@ def overhead(runs: int) -> dict[str, Figure]:
                 figures.update(measured)
         finally:
             raw.close()
+            transport_alone.close()
     return figures

@@ -54,7 +54,7 @@ class _Answer:
     say) are skipped, as `http.client` does; bytes after the answer mean the connection is
     out of step, so it is not reused."""
 
-    __slots__ = ("parser", "reason", "headers", "chunks", "headers_done", "complete", "keep_alive", "final")
+    __slots__ = ("parser", "reason", "headers", "chunks", "headers_done", "keep_alive", "final")
 
     def __init__(self) -> None:
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
@@ -62,13 +62,13 @@ class _Answer:
         self.headers: list[tuple[str, str]] = []
         self.chunks: list[bytes] = []
         self.headers_done = False
-        self.complete = False
         self.keep_alive = False
-        #: The answer's own status, reason, headers and body chunks, kept apart from any message after it.
+        #: Set once the answer is complete: its status, reason, headers and body chunks, kept
+        #: apart from any message that follows it.
         self.final: tuple[int, str, list[tuple[str, str]], list[bytes]] | None = None
 
     def on_message_begin(self) -> None:
-        if self.complete:
+        if self.final is not None:
             self.keep_alive = False
         self.reason, self.headers, self.chunks, self.headers_done = "", [], [], False
 
@@ -87,14 +87,14 @@ class _Answer:
     def on_message_complete(self) -> None:
         assert self.parser is not None  # nosec B101 - set until the answer is read
         status = self.parser.get_status_code()
-        if self.complete or 100 <= status < 200:
+        if self.final is not None or 100 <= status < 200:
             return
         self.finish(status)
         # Asked now: the parser forgets the answer's connection flags once it is complete.
         self.keep_alive = self.parser.should_keep_alive()
 
     def finish(self, status: int) -> None:
-        self.complete, self.final = True, (status, self.reason, self.headers, self.chunks)
+        self.final = (status, self.reason, self.headers, self.chunks)
 
     def delimited_by_close(self) -> bool:
         """Whether the body runs until the server closes (no length, not chunked)."""
@@ -137,7 +137,7 @@ class _Connection:
         assert answer.parser is not None  # nosec B101 - a new answer has its parser
         received = 0
         deadline = time.monotonic() + read_timeout
-        while not answer.complete:
+        while answer.final is None:
             if received:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

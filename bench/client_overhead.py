@@ -36,27 +36,16 @@ def recipients(count: int, start: int = 0) -> list[str]:
     return [f"+1425{n:07d}" for n in range(start, start + count)]
 
 
-class RawPoster:
-    """The reference the budgets are set against: one signed POST over a kept-alive
-    `http.client` connection, with the `json` module, and nothing else."""
+class SignedCheck:
+    """The signed body and headers of a check, built the same way for both references below."""
 
     def __init__(self, connection_string: str) -> None:
         endpoint, key = parse_connection_string(connection_string)
-        url = urlsplit(endpoint)
-        self._endpoint = endpoint
-        self._host = url.netloc
+        self.endpoint = endpoint
+        self._host = urlsplit(endpoint).netloc
         self._key = decode_access_key(key)
-        self._connection = http.client.HTTPConnection(url.hostname, url.port)
 
-    def post(self, numbers: list[str]) -> dict:
-        body, headers = self._signed(numbers)
-        self._connection.request("POST", CHECK_PATH, body=body, headers=headers)
-        response = self._connection.getresponse()
-        answer = json.loads(response.read())
-        assert response.status == 200, answer
-        return answer
-
-    def _signed(self, numbers: list[str]) -> tuple[bytes, dict[str, str]]:
+    def build(self, numbers: list[str]) -> tuple[bytes, dict[str, str]]:
         body = json.dumps({"from": SENDER, "recipients": [{"to": n} for n in numbers]}).encode()
         date = formatdate(usegmt=True)
         body_hash = signing.content_sha256(body)
@@ -68,32 +57,49 @@ class RawPoster:
             "Authorization": signing.authorization_header(signing.signature(self._key, text)),
         }
 
+
+class RawPoster:
+    """The reference the budgets are set against: one signed POST over a kept-alive
+    `http.client` connection, with the `json` module, and nothing else."""
+
+    def __init__(self, connection_string: str) -> None:
+        self._check = SignedCheck(connection_string)
+        url = urlsplit(self._check.endpoint)
+        self._connection = http.client.HTTPConnection(url.hostname, url.port)
+
+    def post(self, numbers: list[str]) -> dict:
+        body, headers = self._check.build(numbers)
+        self._connection.request("POST", CHECK_PATH, body=body, headers=headers)
+        response = self._connection.getresponse()
+        answer = json.loads(response.read())
+        assert response.status == 200, answer
+        return answer
+
     def close(self) -> None:
         self._connection.close()
 
 
-class TransportAlone(RawPoster):
+class TransportAlone:
     """The same signed POST through the gateway's own transport, with no azure-core pipeline:
     the leanest exchange on this stack, shown beside the budgets' `http.client` reference."""
 
     def __init__(self, connection_string: str) -> None:
         from optouts.acs.transport import KeepAliveTransport
 
-        super().__init__(connection_string)
+        self._check = SignedCheck(connection_string)
         self._transport = KeepAliveTransport()
 
     def post(self, numbers: list[str]) -> dict:
         from azure.core.rest import HttpRequest
 
-        body, headers = self._signed(numbers)
-        response = self._transport.send(HttpRequest("POST", self._endpoint + CHECK_PATH, headers=headers,
+        body, headers = self._check.build(numbers)
+        response = self._transport.send(HttpRequest("POST", self._check.endpoint + CHECK_PATH, headers=headers,
                                                     content=body))
         answer = json.loads(response.content)
         assert response.status_code == 200, answer
         return answer
 
     def close(self) -> None:
-        super().close()
         self._transport.close()
 
 

@@ -19,7 +19,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from functools import lru_cache
 from types import TracebackType
 from typing import Any
@@ -105,21 +105,21 @@ class _Answer:
 class _Connection:
     """One HTTP/1.1 connection, used by one thread at a time."""
 
-    __slots__ = ("_socket", "_host_header")
+    __slots__ = ("_socket",)
 
-    def __init__(self, sock: socket.socket, host_header: str) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self._socket = sock
-        self._host_header = host_header
 
     def exchange(
-        self, method: str, target: str, headers: dict[str, str], body: bytes | None, read_timeout: float
+        self, method: str, target: str, host_header: str, headers: Mapping[str, str], body: bytes | None,
+        read_timeout: float,
     ) -> tuple[int, str, CaseInsensitiveDict, bytes, bool]:
         """Send one request and read its whole answer: status, reason, headers, body, keep-alive.
 
         Raises `_StaleConnection` when the server closed the connection before answering."""
         self._socket.settimeout(read_timeout)
         try:
-            self._socket.sendall(_request_bytes(method, target, self._host_header, headers, body))
+            self._socket.sendall(_request_bytes(method, target, host_header, headers, body))
         except _DROPPED_CONNECTION_ERRORS:
             raise _StaleConnection() from None
         answer = _Answer()
@@ -173,7 +173,7 @@ class _Connection:
             pass
 
 
-def _request_bytes(method: str, target: str, host: str, headers: dict[str, str], body: bytes | None) -> bytes:
+def _request_bytes(method: str, target: str, host: str, headers: Mapping[str, str], body: bytes | None) -> bytes:
     # Host and Content-Length are the transport's to write: from the URL, and from the body as sent.
     lines = [f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _TRANSPORT_HEADERS]
     fields = "".join(lines)
@@ -269,15 +269,14 @@ class KeepAliveTransport(HttpTransport):  # type: ignore[type-arg]
             # An answer to HEAD announces a body it does not send; these calls never need one.
             raise ServiceRequestError("KeepAliveTransport does not send HEAD requests")
         body = _body_bytes(request)
-        headers = dict(request.headers)
         connect_timeout = kwargs.get("connection_timeout") or self._connection_timeout
         read_timeout = kwargs.get("read_timeout") or self._read_timeout
 
-        connection, reused = self._checkout(origin, host_header, connect_timeout)
+        connection, reused = self._checkout(origin, connect_timeout)
         while True:
             try:
                 status, reason, response_headers, content, keep = connection.exchange(
-                    request.method, target, headers, body, read_timeout
+                    request.method, target, host_header, request.headers, body, read_timeout
                 )
             except _StaleConnection:
                 connection.close()
@@ -285,7 +284,7 @@ class KeepAliveTransport(HttpTransport):  # type: ignore[type-arg]
                     raise ServiceResponseError("the server closed the connection without answering") from None
                 # The server closed a kept-alive connection while it sat idle. Opt-out calls
                 # are idempotent, so a second try on a fresh connection is safe.
-                connection, reused = self._connect(origin, host_header, connect_timeout), False
+                connection, reused = self._connect(origin, connect_timeout), False
                 continue
             except TimeoutError as error:  # socket.timeout is the same class
                 connection.close()
@@ -305,12 +304,12 @@ class KeepAliveTransport(HttpTransport):  # type: ignore[type-arg]
 
     # -- the pool ----------------------------------------------------------------------
 
-    def _checkout(self, origin: _Origin, host_header: str, connect_timeout: float) -> tuple[_Connection, bool]:
+    def _checkout(self, origin: _Origin, connect_timeout: float) -> tuple[_Connection, bool]:
         with self._lock:
             idle = self._idle.get(origin)
             if idle:
                 return idle.pop(), True
-        return self._connect(origin, host_header, connect_timeout), False
+        return self._connect(origin, connect_timeout), False
 
     def _checkin(self, origin: _Origin, connection: _Connection) -> None:
         with self._lock:
@@ -320,7 +319,7 @@ class KeepAliveTransport(HttpTransport):  # type: ignore[type-arg]
                 return
         connection.close()
 
-    def _connect(self, origin: _Origin, host_header: str, connect_timeout: float) -> _Connection:
+    def _connect(self, origin: _Origin, connect_timeout: float) -> _Connection:
         scheme, host, port = origin
         try:
             sock = socket.create_connection((host, port), timeout=connect_timeout)
@@ -336,7 +335,7 @@ class KeepAliveTransport(HttpTransport):  # type: ignore[type-arg]
             sock.close()
             raise ServiceRequestError(f"could not connect to {host}:{port} ({type(error).__name__})",
                                       error=error) from None
-        return _Connection(sock, host_header)
+        return _Connection(sock)
 
 
 def _body_bytes(request: HttpRequest) -> bytes | None:

@@ -1,0 +1,1 @@
+"""Opt-out providers behind one interface (`optouts.providers.base`)."""

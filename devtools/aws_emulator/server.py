@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -88,6 +88,9 @@ class AwsEmulator:
         self.secret_access_key = secret_access_key or secrets.token_urlsafe(30)[:40]
         self.absent_numbers = absent_numbers
         self.clock_skew = timedelta(seconds=clock_skew_seconds)
+        #: Added to the real clock when checking signatures and credential expiry (tests of
+        #: stale requests and expired sessions move the emulator's clock, not the caller's).
+        self.clock_offset = timedelta(0)
         self.latency_seconds = latency_seconds
         self.store = Store() if removal_interval_seconds is None else Store(
             removal_interval_seconds=removal_interval_seconds)
@@ -205,7 +208,8 @@ class AwsEmulator:
             return self._json_error(_ApiError("UnknownOperationException", "Unknown operation"), modeled=False)
         try:
             sigv4.verify(method=method, target=target, headers=headers, body=body, region=self.region,
-                         service=SIGNING_NAME, lookup_key=self._signing_key, clock_skew=self.clock_skew)
+                         service=SIGNING_NAME, lookup_key=self._signing_key, clock_skew=self.clock_skew,
+                         now=datetime.now(timezone.utc) + self.clock_offset)
         except sigv4.SignatureRejected as rejected:
             with self._stats_lock:
                 self._auth_failures[rejected.code] = self._auth_failures.get(rejected.code, 0) + 1

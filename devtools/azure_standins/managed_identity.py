@@ -87,6 +87,12 @@ class ManagedIdentityStandIn:
         with self._lock:
             return self._tokens.setdefault(resource.rstrip("/"), secrets.token_urlsafe(32))
 
+    def issue(self, resource: str, token: str) -> None:
+        """Hand out `token` for `resource` from now on (e.g. a JWT another stand-in trusts,
+        as AWS STS trusts Entra ID tokens)."""
+        with self._lock:
+            self._tokens[resource.rstrip("/")] = token
+
     def stop(self) -> None:
         """Stop listening: later token requests find nothing there."""
         if self._server is not None:

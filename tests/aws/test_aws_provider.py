@@ -178,18 +178,18 @@ def test_a_wrong_secret_is_an_authentication_failure(aws: AwsEmulator, monkeypat
 
 
 def test_throttling_is_retried_by_botocore(provider: AwsProvider, aws: AwsEmulator) -> None:
-    aws.inject("PutOptedOutNumber", "ThrottlingException", "ThrottlingException")
+    aws.inject("PutOptedOutNumber", "ThrottlingException")
 
     [result] = provider.run(Operation.ADD, SENDER, [A])
 
     assert result.outcome is RecipientOutcome.SUCCEEDED
-    assert len(aws.calls("PutOptedOutNumber")) == 3
+    assert len(aws.calls("PutOptedOutNumber")) == 2
 
 
 def test_a_number_still_throttled_after_retries_fails_transiently(
         aws: AwsEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    aws.inject("PutOptedOutNumber", *["ThrottlingException"] * 3)  # every attempt of the first number
-    provider = make_provider(aws, monkeypatch, OPTOUT_AWS_MAX_CONCURRENCY="1")
+    aws.inject("PutOptedOutNumber", *["ThrottlingException"] * 2)  # every attempt of the first number
+    provider = make_provider(aws, monkeypatch, OPTOUT_AWS_MAX_CONCURRENCY="1", OPTOUT_AWS_MAX_ATTEMPTS="2")
     try:
         results = provider.run(Operation.ADD, SENDER, [A, B])
     finally:
@@ -200,11 +200,14 @@ def test_a_number_still_throttled_after_retries_fails_transiently(
     assert failed.error_code == "AwsThrottled"
 
 
-def test_every_number_throttled_raises_throttled(provider: AwsProvider, aws: AwsEmulator) -> None:
-    aws.inject("PutOptedOutNumber", *["ThrottlingException"] * 6)
-
-    with pytest.raises(ProviderThrottledError) as raised:
-        provider.run(Operation.ADD, SENDER, [A, B])
+def test_every_number_throttled_raises_throttled(aws: AwsEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    aws.inject("PutOptedOutNumber", *["ThrottlingException"] * 4)
+    provider = make_provider(aws, monkeypatch, OPTOUT_AWS_MAX_ATTEMPTS="2")
+    try:
+        with pytest.raises(ProviderThrottledError) as raised:
+            provider.run(Operation.ADD, SENDER, [A, B])
+    finally:
+        provider.close()
     assert raised.value.code == "AwsThrottled"
 
 

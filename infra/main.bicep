@@ -69,6 +69,29 @@ param auditChecks bool = false
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
+// AWS End User Messaging SMS as a second provider (docs/aws.md). Empty awsSenders: every
+// sender is on ACS and nothing AWS-related is used.
+@description('AWS senders: comma-separated sender=optOutListName, or a bare E.164 sender whose opt-out list is looked up. Empty: no AWS.')
+param awsSenders string = ''
+
+@description('AWS region of the opt-out lists, e.g. us-east-1 (AWS_REGION). Required with awsSenders.')
+param awsRegion string = ''
+
+@description('IAM role the gateway assumes with its managed identity\'s Entra ID token (STS AssumeRoleWithWebIdentity). Empty: the Key Vault key pair fallback.')
+param awsRoleArn string = ''
+
+@description('Audience of the Entra ID token exchanged with STS; the IAM OIDC provider lists it as its client id.')
+param awsWebIdentityAudience string = 'api://AzureADTokenExchange'
+
+@description('Fallback without federation: Key Vault secret holding {"accessKeyId": ..., "secretAccessKey": ...}. Ignored when awsRoleArn is set.')
+param awsAccessKeySecretName string = ''
+
+@description('AWS account quotas in requests per second (AWS\'s defaults); each instance takes 1/maximumInstanceCount of them.')
+param awsPutOptedOutNumberRps string = '1'
+param awsDeleteOptedOutNumberRps string = '10'
+param awsDescribeOptedOutNumbersRps string = '1'
+param awsDescribePhoneNumbersRps string = '1'
+
 // Queue, container and table names match the code's defaults (optouts/config.py).
 var requestsQueueName = 'optout-requests'
 var resultsQueueName = 'optout-results'
@@ -78,6 +101,8 @@ var deploymentContainerName = 'app-package'
 var acsSecretName = 'acs-connection-string'
 
 var usesKeyVault = acsAuthMode != 'managed-identity'
+// The AWS key pair fallback reads its secret from the same vault.
+var usesAwsKeyVault = !empty(awsSenders) && empty(awsRoleArn) && !empty(awsAccessKeySecretName)
 
 // Short, stable, unique per subscription + group + environment, so redeploys update
 // in place and two environments never collide on globally unique names.
@@ -187,6 +212,14 @@ module keyVaultAccess 'modules/roles/key-vault-secrets-access.bicep' = if (usesK
   }
 }
 
+module awsKeyVaultAccess 'modules/roles/key-vault-secrets-access.bicep' = if (usesAwsKeyVault && !usesKeyVault) {
+  name: 'key-vault-secrets-access-aws'
+  params: {
+    keyVaultName: keyVault.outputs.name
+    principals: appPrincipal
+  }
+}
+
 module communicationAccess 'modules/roles/communication-access.bicep' = if (!usesKeyVault) {
   name: 'communication-access'
   params: {
@@ -221,6 +254,16 @@ module appSettings 'modules/app-settings.bicep' = {
     secretCacheSeconds: secretCacheSeconds
     acsApiVersion: acsApiVersion
     auditChecks: auditChecks
+    awsSenders: awsSenders
+    awsRegion: awsRegion
+    awsRoleArn: awsRoleArn
+    awsWebIdentityAudience: awsWebIdentityAudience
+    awsAccessKeySecretName: awsAccessKeySecretName
+    awsPutOptedOutNumberRps: awsPutOptedOutNumberRps
+    awsDeleteOptedOutNumberRps: awsDeleteOptedOutNumberRps
+    awsDescribeOptedOutNumbersRps: awsDescribeOptedOutNumbersRps
+    awsDescribePhoneNumbersRps: awsDescribePhoneNumbersRps
+    awsMaxInstances: maximumInstanceCount
   }
 }
 

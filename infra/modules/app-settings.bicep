@@ -50,6 +50,19 @@ param secretCacheSeconds int
 param acsApiVersion string
 param auditChecks bool
 
+@description('AWS senders (sender=optOutListName or a bare E.164 sender); empty: no AWS.')
+param awsSenders string
+param awsRegion string
+param awsRoleArn string
+param awsWebIdentityAudience string
+param awsAccessKeySecretName string
+param awsPutOptedOutNumberRps string
+param awsDeleteOptedOutNumberRps string
+param awsDescribeOptedOutNumbersRps string
+param awsDescribePhoneNumbersRps string
+@description('Instances that may call AWS at once: each paces itself to 1/awsMaxInstances of the quotas.')
+param awsMaxInstances int
+
 // Settings that do not depend on how ACS is reached.
 var commonSettings = {
   // Identity-based connection for the Functions host and for optouts/storage.py:
@@ -83,6 +96,20 @@ var commonSettings = {
   OPTOUT_AUDIT_TABLE: auditTableName
   OPTOUT_AUDIT_CHECKS: auditChecks ? 'true' : 'false'
   OPTOUT_AUDIT_WRITES: 'true'
+
+  // AWS End User Messaging SMS (optouts/providers/aws/settings.py). Empty values leave AWS
+  // off; AWS_REGION is AWS's own variable, read by the gateway and by boto3.
+  OPTOUT_AWS_SENDERS: awsSenders
+  AWS_REGION: awsRegion
+  OPTOUT_AWS_ROLE_ARN: awsRoleArn
+  OPTOUT_AWS_WEB_IDENTITY_AUDIENCE: awsWebIdentityAudience
+  OPTOUT_AWS_ACCESS_KEY_SECRET_NAME: awsAccessKeySecretName
+  OPTOUT_AWS_KEY_VAULT_URL: keyVaultUri
+  OPTOUT_AWS_RPS_PUT_OPTED_OUT_NUMBER: awsPutOptedOutNumberRps
+  OPTOUT_AWS_RPS_DELETE_OPTED_OUT_NUMBER: awsDeleteOptedOutNumberRps
+  OPTOUT_AWS_RPS_DESCRIBE_OPTED_OUT_NUMBERS: awsDescribeOptedOutNumbersRps
+  OPTOUT_AWS_RPS_DESCRIBE_PHONE_NUMBERS: awsDescribePhoneNumbersRps
+  OPTOUT_AWS_MAX_INSTANCES: string(awsMaxInstances)
 }
 
 // Exactly one way to reach ACS per mode; the code picks its mode from which of these

@@ -73,6 +73,7 @@ def test_remove_deletes_and_reports_the_providers_facts(provider: AwsProvider, a
 
     assert result.outcome is RecipientOutcome.SUCCEEDED
     assert result.details is not None and result.details["endUserOptedOut"] is True
+    assert str(result.details["removedTimestamp"]).endswith("Z") and "optedOutTimestamp" not in result.details
     assert aws.store.numbers(LIST) == {}
 
 

@@ -272,10 +272,12 @@ class AwsProvider:
             params["PhoneNumberIds"] = [sender]
             params.pop("MaxResults")
         while True:
-            if not self._limits[DESCRIBE_PHONE_NUMBERS].acquire(deadline):
+            limiter = self._limits[DESCRIBE_PHONE_NUMBERS]
+            if not limiter.acquire(deadline):
                 raise RateBudgetExceededError(
                     f"the opt-out list of the sender could not be looked up within the time budget at the "
-                    f"configured rate for {DESCRIBE_PHONE_NUMBERS}", estimated_seconds=1.0, budget_seconds=0.0)
+                    f"configured rate for {DESCRIBE_PHONE_NUMBERS}", estimated_seconds=limiter.estimate(1),
+                    budget_seconds=max(0.0, (deadline or 0.0) - self._clock()))
             try:
                 answer = self._client.describe_phone_numbers(**params)
             except ClientError as error:
@@ -357,7 +359,11 @@ class AwsProvider:
             return self._write_error(action, list_name, number, error)
         except BotoCoreError as error:
             return self._transport_error(number, error)
-        return RecipientResult(number, RecipientOutcome.SUCCEEDED, 200, details=_details(answer, list_name))
+        details = _details(answer, list_name)
+        if action == DELETE and "optedOutTimestamp" in details:
+            # DeleteOptedOutNumber's OptedOutTimestamp is "the time that the number was removed at".
+            details["removedTimestamp"] = details.pop("optedOutTimestamp")
+        return RecipientResult(number, RecipientOutcome.SUCCEEDED, 200, details=details)
 
     def _write_error(self, action: str, list_name: str, number: str, error: ClientError) -> RecipientResult:
         code, status, message = _error_parts(error)

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -111,7 +111,7 @@ class AwsEmulator:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> "AwsEmulator":
+    def start(self) -> AwsEmulator:
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
         self._stopping.clear()
@@ -133,7 +133,7 @@ class AwsEmulator:
             thread.join(timeout=10)
         self._server, self._thread = None, None
 
-    def __enter__(self) -> "AwsEmulator":
+    def __enter__(self) -> AwsEmulator:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -209,7 +209,7 @@ class AwsEmulator:
         try:
             sigv4.verify(method=method, target=target, headers=headers, body=body, region=self.region,
                          service=SIGNING_NAME, lookup_key=self._signing_key, clock_skew=self.clock_skew,
-                         now=datetime.now(timezone.utc) + self.clock_offset)
+                         now=datetime.now(UTC) + self.clock_offset)
         except sigv4.SignatureRejected as rejected:
             with self._stats_lock:
                 self._auth_failures[rejected.code] = self._auth_failures.get(rejected.code, 0) + 1
@@ -550,7 +550,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ConnectionResetError("the caller hung up before sending the whole body")
         try:
             return self.server.emulator.handle(self.command, self.path, self.headers, body)
-        except Exception as failure:  # noqa: BLE001 - answered as AWS would, never a dropped connection
+        except Exception as failure:
             self.close_connection = True
             return 500, {"Content-Type": JSON_CONTENT_TYPE}, json.dumps(
                 {"__type": "InternalFailure", "message": f"the emulator failed ({type(failure).__name__})"}).encode()
@@ -568,6 +568,6 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by design
+    def log_message(self, format: str, *args: Any) -> None:
         return
 

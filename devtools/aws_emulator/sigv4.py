@@ -17,7 +17,7 @@ import hmac
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -71,7 +71,7 @@ def verify(
     clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> VerifiedRequest:
     """Check the Authorization header of one request; raise `SignatureRejected` if it fails."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     authorization = _header(headers, "authorization")
     if authorization is None:
         raise SignatureRejected("MissingAuthenticationTokenException", "Missing Authentication Token")
@@ -98,7 +98,7 @@ def verify(
         raise SignatureRejected("IncompleteSignatureException",
                                 "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
     try:
-        signed_at = datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=timezone.utc)
+        signed_at = datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=UTC)
     except ValueError:
         raise SignatureRejected("IncompleteSignatureException",
                                 "Date must be in ISO-8601 'basic format'.") from None

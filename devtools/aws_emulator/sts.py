@@ -21,7 +21,7 @@ import string
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
@@ -137,7 +137,7 @@ class StsStandIn:
         lifetime = float(duration)
         if self.credential_lifetime_seconds is not None:
             lifetime = min(lifetime, self.credential_lifetime_seconds)
-        expires_at = datetime.now(timezone.utc) + timedelta(seconds=lifetime)
+        expires_at = datetime.now(UTC) + timedelta(seconds=lifetime)
         access_key_id = "ASIA" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16))
         key = SigningKey(secrets.token_urlsafe(30)[:40], secrets.token_urlsafe(96), expires_at)
         with self._lock:

@@ -32,7 +32,9 @@ def common_settings() -> dict[str, object]:
 
 def main_module_params() -> dict[str, object]:
     modules = {m.name: m.value() for m in bicep.file("main.bicep").declarations("module")}
-    return modules["appSettings"]["params"]
+    app_settings = modules["appSettings"]
+    assert isinstance(app_settings, dict) and isinstance(app_settings["params"], dict)
+    return app_settings["params"]
 
 
 def test_the_regex_finds_the_aws_settings() -> None:
@@ -87,4 +89,5 @@ def test_the_key_pair_fallback_can_read_the_vault() -> None:
     modules = {m.name: m for m in main.declarations("module")}
     text = bicep.text(modules["awsKeyVaultAccess"].node)
     assert "if (usesAwsKeyVault && !usesKeyVault)" in text
-    assert modules["awsKeyVaultAccess"].value()["params"]["principals"] == Expr("appPrincipal")
+    access = modules["awsKeyVaultAccess"].value()
+    assert isinstance(access, dict) and access["params"]["principals"] == Expr("appPrincipal")

@@ -4,7 +4,7 @@ Light on purpose: the settings and errors are stdlib-only; the provider itself (
 is in `optouts.providers.aws.provider`, reached through `optouts.runtime`.
 """
 
-from .errors import RateBudgetExceededError
-from .settings import AwsCredentialMode, AwsSettings
+from optouts.providers.aws.errors import RateBudgetExceededError
+from optouts.providers.aws.settings import AwsCredentialMode, AwsSettings
 
 __all__ = ["AwsCredentialMode", "AwsSettings", "RateBudgetExceededError"]

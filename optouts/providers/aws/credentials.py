@@ -36,9 +36,9 @@ from botocore.credentials import (
 from botocore.exceptions import BotoCoreError, ClientError
 from dateutil.tz import tzlocal
 
-from ..base import ProviderAuthenticationError
-from .errors import AUTHENTICATION_FAILED, AwsCredentialsUnavailableError
-from .settings import AwsCredentialMode, AwsSettings
+from optouts.providers.aws.errors import AUTHENTICATION_FAILED, AwsCredentialsUnavailableError
+from optouts.providers.aws.settings import AwsCredentialMode, AwsSettings
+from optouts.providers.base import ProviderAuthenticationError
 
 _logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class _NoCache(dict):  # type: ignore[type-arg]
         return False
 
 
-class _Fixed(CredentialProvider):
+class _Fixed(CredentialProvider):  # type: ignore[misc]  # botocore ships no type hints
     def __init__(self, credentials: Credentials, method: str) -> None:
         super().__init__()
         self.METHOD = method
@@ -116,7 +116,7 @@ def web_identity_credentials(
 
     def refresh() -> dict[str, Any]:
         try:
-            credentials = fetcher.fetch_credentials()
+            credentials: dict[str, Any] = fetcher.fetch_credentials()
         except ClientError as error:
             code = str(error.response.get("Error", {}).get("Code", "Unknown"))
             if code in _TRUST_ERRORS:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..base import ProviderCredentialsError, ProviderError
+from optouts.providers.base import ProviderCredentialsError, ProviderError
 
 AUTHENTICATION_FAILED = "AwsAuthenticationFailed"
 REJECTED_REQUEST = "AwsRejectedRequest"

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -45,8 +45,19 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from ...logtext import log_safe
-from ..base import (
+from optouts.logtext import log_safe
+from optouts.providers.aws.credentials import botocore_session
+from optouts.providers.aws.errors import (
+    AUTHENTICATION_FAILED,
+    REJECTED_REQUEST,
+    THROTTLED,
+    UNAVAILABLE,
+    AwsCredentialsUnavailableError,
+    RateBudgetExceededError,
+)
+from optouts.providers.aws.ratelimit import RateLimits
+from optouts.providers.aws.settings import DELETE, DESCRIBE, DESCRIBE_PHONE_NUMBERS, PUT, AwsSettings
+from optouts.providers.base import (
     Operation,
     ProviderAuthenticationError,
     ProviderError,
@@ -56,17 +67,6 @@ from ..base import (
     RecipientOutcome,
     RecipientResult,
 )
-from .credentials import botocore_session
-from .errors import (
-    AUTHENTICATION_FAILED,
-    REJECTED_REQUEST,
-    THROTTLED,
-    UNAVAILABLE,
-    AwsCredentialsUnavailableError,
-    RateBudgetExceededError,
-)
-from .ratelimit import RateLimits
-from .settings import DELETE, DESCRIBE, DESCRIBE_PHONE_NUMBERS, PUT, AwsSettings
 
 _logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class AwsProvider:
         token_credential: TokenCredential | None = None,
         read_secret: Callable[[str], str] | None = None,
         **options: Any,
-    ) -> "AwsProvider":
+    ) -> AwsProvider:
         # botocore's DEBUG records carry request bodies (phone numbers) and signed headers
         # (session tokens): never let them through, whatever the host's log level.
         for noisy in ("botocore", "boto3"):
@@ -498,7 +498,7 @@ def _details(item: Mapping[str, Any], list_name: str) -> dict[str, object]:
 
 def _timestamp(value: Any) -> str | None:
     if isinstance(value, datetime):
-        utc = value.astimezone(timezone.utc)
+        utc = value.astimezone(UTC)
         return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return None
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ...config import SettingsError
+from optouts.config import SettingsError
 
 PUT = "PutOptedOutNumber"
 DELETE = "DeleteOptedOutNumber"
@@ -45,7 +45,8 @@ DEFAULT_QUEUE_TIME_BUDGET_SECONDS = 240.0
 #: OptOutListNameOrArn in the service model.
 _LIST_NAME = re.compile(r"[A-Za-z0-9_:/-]{1,256}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
-_PHONE_ID = re.compile(r"(phone-[A-Za-z0-9]+|arn:aws[a-z-]*:sms-voice:[a-z0-9-]+:[0-9]{12}:phone-number/[A-Za-z0-9_-]+)")
+_PHONE_ID = re.compile(
+    r"(phone-[A-Za-z0-9]+|arn:aws[a-z-]*:sms-voice:[a-z0-9-]+:[0-9]{12}:phone-number/[A-Za-z0-9_-]+)")
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}")
@@ -95,7 +96,7 @@ class AwsSettings:
         return sender in self.senders
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "AwsSettings":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
         env = os.environ if environ is None else environ
         senders = _senders(env)
         region = _text(env, "AWS_REGION") or _text(env, "AWS_DEFAULT_REGION")

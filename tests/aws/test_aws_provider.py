@@ -92,7 +92,9 @@ def test_a_second_removal_within_30_days_fails_with_its_own_code(provider: AwsPr
 
     too_soon, allowed = provider.run(Operation.REMOVE, SENDER, [A, B])
 
-    assert too_soon.outcome is RecipientOutcome.FAILED and too_soon.error_code == "AwsRemovalTooSoon"
+    # Final (not retried) and not the number's fault: a conflict with its state.
+    assert too_soon.outcome is RecipientOutcome.REJECTED and too_soon.status_code == 409
+    assert too_soon.error_code == "AwsRemovalTooSoon"
     assert "30 days" in (too_soon.error_message or "")
     assert allowed.outcome is RecipientOutcome.SUCCEEDED
     assert set(aws.store.numbers(LIST)) == {A}
@@ -198,7 +200,7 @@ def test_a_number_still_throttled_after_retries_fails_transiently(
 
     assert sorted(r.outcome.value for r in results) == ["failed", "succeeded"]
     failed = next(r for r in results if r.outcome is RecipientOutcome.FAILED)
-    assert failed.error_code == "AwsThrottled"
+    assert (failed.error_code, failed.status_code) == ("AwsThrottled", 429)
 
 
 def test_every_number_throttled_raises_throttled(aws: AwsEmulator, monkeypatch: pytest.MonkeyPatch) -> None:

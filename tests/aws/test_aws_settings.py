@@ -24,6 +24,8 @@ def test_senders_name_their_list_or_are_looked_up() -> None:
         "BRAND": "arn:aws:sms-voice:eu-west-1:123456789012:opt-out-list/Brand",
     }
     assert parsed.configured and parsed.is_aws_sender("BRAND") and not parsed.is_aws_sender("+18005550199")
+    # Compared as requests' senders are: numbers as compact E.164.
+    assert dict(settings(OPTOUT_AWS_SENDERS="+1 (800) 555-0100=L").senders) == {"+18005550100": "L"}
 
 
 @pytest.mark.parametrize(("env", "setting"), [

@@ -375,7 +375,9 @@ class AwsProvider:
         self._raise_fatal(error, action, list_name)
         reason = error.response.get("Reason")
         if action == DELETE and (reason == "PHONE_NUMBER_CANNOT_BE_OPTED_IN" or code == "ConflictException"):
-            return RecipientResult(number, RecipientOutcome.FAILED, status, _removal_too_soon(message), None,
+            # Final, not transient (retrying before the 30 days are over cannot help), and not the
+            # number's fault: reported as a conflict with the number's state.
+            return RecipientResult(number, RecipientOutcome.REJECTED, 409, _removal_too_soon(message), None,
                                    REMOVAL_TOO_SOON, {"optOutList": list_name})
         return _per_number_error(number, code, status, message)
 
@@ -451,24 +453,27 @@ class AwsProvider:
 
     def _transport_error(self, number: str, error: BotoCoreError) -> RecipientResult:
         self._raise_credentials(error)
-        return RecipientResult(number, RecipientOutcome.FAILED, None,
+        return RecipientResult(number, RecipientOutcome.FAILED, 503,
                                f"AWS could not be reached ({type(error).__name__})", None, UNAVAILABLE)
 
 
 def _per_number_error(number: str, code: str, status: int | None, message: str) -> RecipientResult:
+    """Status codes say what kind of failure it was, as the service reads them: 400 with
+    REJECTED is the number's fault (`invalid`); FAILED is transient (429 throttled, 503
+    unavailable); other REJECTED statuses are final failures (`failed`, not retried)."""
     if code == "ValidationException":
         return RecipientResult(number, RecipientOutcome.REJECTED, 400, message or "AWS refused the number",
                                None, INVALID_NUMBER)
     if code == "ThrottlingException":
-        return RecipientResult(number, RecipientOutcome.FAILED, status,
+        return RecipientResult(number, RecipientOutcome.FAILED, 429,
                                "AWS is still throttling after retries", None, THROTTLED)
     if code in ("InternalServerException", "InternalFailure", "ServiceUnavailable") or (status or 0) >= 500:
-        return RecipientResult(number, RecipientOutcome.FAILED, status,
+        return RecipientResult(number, RecipientOutcome.FAILED, 503,
                                "AWS failed the call after retries", None, UNAVAILABLE)
     if code == "ServiceQuotaExceededException":
-        return RecipientResult(number, RecipientOutcome.FAILED, status, message or "a service quota is exceeded",
+        return RecipientResult(number, RecipientOutcome.REJECTED, 403, message or "a service quota is exceeded",
                                None, QUOTA_EXCEEDED)
-    return RecipientResult(number, RecipientOutcome.FAILED, status, f"{code}: {message}"[:_MESSAGE_LIMIT],
+    return RecipientResult(number, RecipientOutcome.REJECTED, 502, f"{code}: {message}"[:_MESSAGE_LIMIT],
                            None, REQUEST_FAILED)
 
 
@@ -478,7 +483,7 @@ def _removal_too_soon(message: str) -> str:
 
 
 def _not_sent(number: str) -> RecipientResult:
-    return RecipientResult(number, RecipientOutcome.FAILED, None,
+    return RecipientResult(number, RecipientOutcome.FAILED, 429,
                            "not sent: the time budget ran out at the configured request rate", None, THROTTLED)
 
 

@@ -179,6 +179,7 @@ def _senders(env: Mapping[str, str]) -> dict[str, str | None]:
         if not part:
             continue
         sender, separator, list_name = (piece.strip() for piece in part.partition("="))
+        sender = _comparable_sender(sender)
         if not sender:
             raise SettingsError("OPTOUT_AWS_SENDERS", "each entry must be sender=optOutListName or a bare sender")
         if separator:
@@ -193,6 +194,12 @@ def _senders(env: Mapping[str, str]) -> dict[str, str | None]:
                                                           "sender=optOutListName")
             senders[sender] = None
     return senders
+
+
+def _comparable_sender(sender: str) -> str:
+    """As requests' senders are compared (optouts/commands.py): numbers as compact E.164."""
+    compact = "".join(c for c in sender if c not in " -().")
+    return compact if compact.startswith("+") and compact[1:].isdigit() else sender
 
 
 def _endpoint(env: Mapping[str, str], name: str) -> str | None:

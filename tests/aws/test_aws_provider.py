@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -357,3 +358,30 @@ def test_listing_pages_through_the_whole_list(provider: AwsProvider, aws: AwsEmu
 def test_listing_refuses_a_forged_continuation_token(provider: AwsProvider) -> None:
     with pytest.raises(InvalidNextTokenError):
         provider.list_opted_out(SENDER, next_token="bm90LWEtdG9rZW4=")
+
+
+def test_concurrent_operations_share_one_pace(aws: AwsEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two callers at once: together they stay within the quota (one limiter per process).
+    aws.configure_rates({"DeleteOptedOutNumber": 20})
+    first, second = numbers(20), numbers(20, start=3000)
+    aws.store.seed(LIST, first + second)
+    provider = make_provider(aws, monkeypatch, OPTOUT_AWS_RPS_DELETE_OPTED_OUT_NUMBER="20",
+                             OPTOUT_AWS_MAX_CONCURRENCY="8")
+    try:
+        with ThreadPoolExecutor(max_workers=2) as callers:
+            started = time.monotonic()
+            runs = [callers.submit(provider.run, Operation.REMOVE, SENDER, batch) for batch in (first, second)]
+            results = [result for run in runs for result in run.result()]
+            elapsed = time.monotonic() - started
+    finally:
+        provider.close()
+    assert all(r.outcome is RecipientOutcome.SUCCEEDED for r in results)
+    assert elapsed >= 39 / 20
+    assert aws.throttled() == 0
+
+
+def test_once_aws_names_absent_numbers_in_errors_checks_are_estimated_per_number(
+        provider: AwsProvider) -> None:
+    assert provider.estimate_seconds(Operation.CHECK, 100) == pytest.approx(19 / 500, abs=0.01)
+    provider.run(Operation.CHECK, SENDER, [A, B])  # neither is on the list: the emulator names them
+    assert provider.estimate_seconds(Operation.CHECK, 100) == pytest.approx(99 / 500, abs=0.01)

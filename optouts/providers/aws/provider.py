@@ -141,6 +141,9 @@ class AwsProvider:
         self._executor = ThreadPoolExecutor(max_workers=settings.max_concurrency, thread_name_prefix="optouts-aws")
         self._lists: dict[str, tuple[str, float]] = {}
         self._lists_lock = threading.Lock()
+        #: Learned from the first answer that shows it: whether AWS answers a checked number that
+        #: is not on the list with an error (one more call per such number) rather than leaving it out.
+        self._absent_costs_a_call = False
 
     @classmethod
     def from_settings(
@@ -203,7 +206,12 @@ class AwsProvider:
 
     def estimate_seconds(self, operation: Operation, count: int) -> float:
         """The least time `count` distinct numbers take at the configured rate."""
-        calls = math.ceil(count / MAX_NUMBERS_PER_CHECK) if operation is Operation.CHECK else count
+        if operation is Operation.CHECK and not self._absent_costs_a_call:
+            calls = math.ceil(count / MAX_NUMBERS_PER_CHECK)
+        else:
+            # One call per number (and, for checks where AWS names each absent number in an error,
+            # up to one per number: the worst case, as most checked numbers are usually not on the list).
+            calls = count
         return self._limits[_ACTIONS[operation]].estimate(calls)
 
     # -- listing (which ACS cannot do) -------------------------------------------------------------
@@ -394,6 +402,7 @@ class AwsProvider:
             except ClientError as error:
                 code, status, message = _error_parts(error)
                 if code == "ResourceNotFoundException" and error.response.get("ResourceType") != "opt-out-list":
+                    self._absent_costs_a_call = True
                     absent = error.response.get("ResourceId")
                     if absent in pending:
                         results.append(_not_opted_out(absent, list_name))

@@ -164,6 +164,7 @@ def test_access_denied_is_an_authentication_failure(provider: AwsProvider, aws: 
         provider.run(Operation.REMOVE, SENDER, [A, B])
 
     assert raised.value.code == "AwsAuthenticationFailed"
+    assert raised.value.upstream == "AWS End User Messaging SMS"  # how answers name who refused
     assert "sms-voice:DeleteOptedOutNumber" in str(raised.value)
 
 

@@ -36,9 +36,8 @@ from botocore.credentials import (
 from botocore.exceptions import BotoCoreError, ClientError
 from dateutil.tz import tzlocal
 
-from optouts.providers.aws.errors import AUTHENTICATION_FAILED, AwsCredentialsUnavailableError
+from optouts.providers.aws.errors import AwsAuthenticationError, AwsCredentialsUnavailableError
 from optouts.providers.aws.settings import AwsCredentialMode, AwsSettings
-from optouts.providers.base import ProviderAuthenticationError
 
 _logger = logging.getLogger(__name__)
 
@@ -49,11 +48,9 @@ _TRUST_ERRORS = frozenset({"AccessDenied", "InvalidIdentityToken", "IDPRejectedC
 _KEY_VAULT_REFRESH_WINDOW = timedelta(minutes=5)
 
 
-class WebIdentityRejectedError(ProviderAuthenticationError):
+class WebIdentityRejectedError(AwsAuthenticationError):
     """STS refused the Entra ID token or the role: the trust policy, the IAM OIDC
     provider's audience or the role ARN needs an operator."""
-
-    code = AUTHENTICATION_FAILED
 
 
 class EntraTokenLoader:

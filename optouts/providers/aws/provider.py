@@ -48,22 +48,20 @@ from botocore.exceptions import (
 from optouts.logtext import log_safe
 from optouts.providers.aws.credentials import botocore_session
 from optouts.providers.aws.errors import (
-    AUTHENTICATION_FAILED,
-    REJECTED_REQUEST,
     THROTTLED,
     UNAVAILABLE,
+    AwsAuthenticationError,
     AwsCredentialsUnavailableError,
+    AwsRejectedError,
+    AwsThrottledError,
+    AwsUnavailableError,
     RateBudgetExceededError,
 )
 from optouts.providers.aws.ratelimit import RateLimits
 from optouts.providers.aws.settings import DELETE, DESCRIBE, DESCRIBE_PHONE_NUMBERS, PUT, AwsSettings
 from optouts.providers.base import (
     Operation,
-    ProviderAuthenticationError,
     ProviderError,
-    ProviderRejectedError,
-    ProviderThrottledError,
-    ProviderUnavailableError,
     RecipientOutcome,
     RecipientResult,
 )
@@ -246,12 +244,11 @@ class AwsProvider:
                 raise InvalidNextTokenError("AWS refused the continuation token") from None
             self._raise_fatal(error, DESCRIBE, list_name)
             if code == "ThrottlingException":
-                raise ProviderThrottledError("AWS throttled the listing after retries", code=THROTTLED) from None
-            raise ProviderUnavailableError(f"AWS failed the listing ({code})", code=UNAVAILABLE) from None
+                raise AwsThrottledError("AWS throttled the listing after retries") from None
+            raise AwsUnavailableError(f"AWS failed the listing ({code})") from None
         except BotoCoreError as error:
             self._raise_credentials(error)
-            raise ProviderUnavailableError(f"AWS could not be reached ({type(error).__name__})",
-                                           code=UNAVAILABLE) from None
+            raise AwsUnavailableError(f"AWS could not be reached ({type(error).__name__})") from None
         entries = [OptedOutEntry(item["OptedOutNumber"], _timestamp(item.get("OptedOutTimestamp")),
                                  item.get("EndUserOptedOut")) for item in answer.get("OptedOutNumbers") or []]
         return OptOutPage(list_name, entries, answer.get("NextToken") or None)
@@ -261,8 +258,7 @@ class AwsProvider:
     def opt_out_list(self, sender: str, *, deadline: float | None = None) -> str:
         """The sender's opt-out list: configured, or looked up from the number (cached)."""
         if sender not in self._settings.senders:
-            raise ProviderRejectedError(f"sender {log_safe(sender, 40)} is not configured for AWS",
-                                        code=REJECTED_REQUEST)
+            raise AwsRejectedError(f"sender {log_safe(sender, 40)} is not configured for AWS")
         configured = self._settings.senders[sender]
         if configured is not None:
             return configured
@@ -294,13 +290,11 @@ class AwsProvider:
                     break
                 self._raise_fatal(error, DESCRIBE_PHONE_NUMBERS, None)
                 if code == "ThrottlingException":
-                    raise ProviderThrottledError("AWS throttled the phone number look-up", code=THROTTLED) from None
-                raise ProviderUnavailableError(f"AWS failed the phone number look-up ({code})",
-                                               code=UNAVAILABLE) from None
+                    raise AwsThrottledError("AWS throttled the phone number look-up") from None
+                raise AwsUnavailableError(f"AWS failed the phone number look-up ({code})") from None
             except BotoCoreError as error:
                 self._raise_credentials(error)
-                raise ProviderUnavailableError(f"AWS could not be reached ({type(error).__name__})",
-                                               code=UNAVAILABLE) from None
+                raise AwsUnavailableError(f"AWS could not be reached ({type(error).__name__})") from None
             for phone in answer.get("PhoneNumbers") or []:
                 if sender in (phone.get("PhoneNumber"), phone.get("PhoneNumberId"), phone.get("PhoneNumberArn")):
                     list_name = phone.get("OptOutListName")
@@ -310,9 +304,9 @@ class AwsProvider:
             if not token or "PhoneNumberIds" in params:
                 break
             params["NextToken"] = token
-        raise ProviderRejectedError(
+        raise AwsRejectedError(
             f"sender {log_safe(sender, 40)} is not an origination number of the AWS account in "
-            f"{self._settings.region}; configure its opt-out list as sender=optOutListName", code=REJECTED_REQUEST)
+            f"{self._settings.region}; configure its opt-out list as sender=optOutListName")
 
     # -- operations ------------------------------------------------------------------------------
 
@@ -442,19 +436,17 @@ class AwsProvider:
         code, _, _ = _error_parts(error)
         if code in _AUTH_ERRORS:
             _logger.error("AWS refused the gateway's credentials or IAM policy for %s (%s)", action, code)
-            raise ProviderAuthenticationError(
+            raise AwsAuthenticationError(
                 f"AWS refused the gateway's credentials or its IAM policy does not allow sms-voice:{action} "
-                f"({code}); an operator must check the role and its policy", code=AUTHENTICATION_FAILED)
+                f"({code}); an operator must check the role and its policy")
         if code == "ResourceNotFoundException" and error.response.get("ResourceType") == "opt-out-list":
             _logger.error("AWS has no opt-out list %s in %s", log_safe(list_name, 80), self._settings.region)
-            raise ProviderRejectedError(
-                f"AWS has no opt-out list {list_name} in {self._settings.region}; check OPTOUT_AWS_SENDERS",
-                code=REJECTED_REQUEST)
+            raise AwsRejectedError(
+                f"AWS has no opt-out list {list_name} in {self._settings.region}; check OPTOUT_AWS_SENDERS")
         if code == "ValidationException":
             fields = {str(f.get("Name")) for f in error.response.get("Fields") or [] if isinstance(f, dict)}
             if any(name.startswith("OptOutListName") for name in fields):
-                raise ProviderRejectedError(f"AWS refused the opt-out list name {list_name}",
-                                            code=REJECTED_REQUEST)
+                raise AwsRejectedError(f"AWS refused the opt-out list name {list_name}")
 
     def _raise_credentials(self, error: BotoCoreError) -> None:
         if isinstance(error, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
@@ -535,9 +527,8 @@ def _raise_if_all_transient(results: list[RecipientResult]) -> None:
                           for r in results):
         return
     if any(r.error_code == THROTTLED for r in results):
-        raise ProviderThrottledError("AWS throttled every call until retries or the time budget ran out",
-                                     code=THROTTLED)
-    raise ProviderUnavailableError("AWS failed every call until retries ran out", code=UNAVAILABLE)
+        raise AwsThrottledError("AWS throttled every call until retries or the time budget ran out")
+    raise AwsUnavailableError("AWS failed every call until retries ran out")
 
 
 __all__ = ["AwsProvider", "InvalidNextTokenError", "OptOutPage", "OptedOutEntry"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Operation(str, enum.Enum):
@@ -63,6 +63,38 @@ class Provider(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class OptedOutEntry:
+    """One number on a provider's opt-out list, with the provider's facts about it."""
+
+    phone_number: str
+    details: Mapping[str, object] | None = None
+
+
+@dataclass(frozen=True)
+class OptOutPage:
+    numbers: list[OptedOutEntry]
+    #: The provider's continuation token for the next page; None on the last page.
+    next_token: str | None
+
+
+@runtime_checkable
+class ListingProvider(Protocol):
+    """A provider that can list every number on a sender's opt-out list (AWS can; ACS cannot)."""
+
+    def list_opted_out(self, sender: str, *, next_token: str | None = None, page_size: int = 100,
+                       time_budget: float | None = None) -> OptOutPage:
+        """One page, at most `page_size` numbers; `next_token` from the previous page."""
+        ...
+
+
+def provider_name(provider: Provider, sender: str) -> str:
+    """The name of the provider that serves `sender` ("acs", "aws"): a router answers for the
+    provider behind it, for the audit trail."""
+    resolve = getattr(provider, "provider_for", None)
+    return str(resolve(sender).name) if callable(resolve) else provider.name
+
+
 class ProviderError(Exception):
     """Base of the provider-neutral errors. `code` is the public error code (a stable
     contract); `retry_after` is in seconds, when the provider said."""
@@ -100,3 +132,22 @@ class ProviderCredentialsError(ProviderError):
     """The gateway could not obtain its own credentials for the provider (→ 503)."""
 
     code = "CredentialsUnavailable"
+
+
+class ProviderRequestTooLargeError(ProviderError):
+    """The operation cannot finish within its time budget at the provider's request rate;
+    nothing was sent. A client error: the queue (longer budget) or smaller requests can do it. → 413"""
+
+    code = "UpstreamRateBudgetExceeded"
+
+
+class ProviderListingNotSupportedError(ProviderError):
+    """The sender's provider cannot list its opt-out list (ACS has no such call). → 501"""
+
+    code = "ListingNotSupported"
+
+
+class ProviderInvalidContinuationError(ProviderError):
+    """The caller's continuation token was refused by the provider. → 400"""
+
+    code = "InvalidContinuationToken"

@@ -353,7 +353,8 @@ def test_listing_pages_through_the_whole_list(provider: AwsProvider, aws: AwsEmu
 
     page = provider.list_opted_out(SENDER, end_user_opted_out=False)
     assert {entry.phone_number for entry in page.numbers} == set(seeded[200:])
-    assert page.numbers[0].to_dict()["endUserOptedOut"] is False
+    details = page.numbers[0].details
+    assert details is not None and details["endUserOptedOut"] is False and details["optOutList"] == LIST
 
 
 def test_listing_refuses_a_forged_continuation_token(provider: AwsProvider) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from optouts.providers.base import (
     ProviderAuthenticationError,
     ProviderCredentialsError,
-    ProviderError,
     ProviderRejectedError,
+    ProviderRequestTooLargeError,
     ProviderThrottledError,
     ProviderUnavailableError,
 )
@@ -56,7 +56,7 @@ class AwsCredentialsUnavailableError(ProviderCredentialsError):
     upstream = UPSTREAM
 
 
-class RateBudgetExceededError(ProviderError):
+class RateBudgetExceededError(ProviderRequestTooLargeError):
     """The request cannot finish within its time budget at the configured request rate,
     so nothing was sent. A client error (HTTP 413): the same request through the queue,
     or split into smaller ones, can succeed."""

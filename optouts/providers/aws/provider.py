@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +49,7 @@ from optouts.providers.aws.credentials import botocore_session
 from optouts.providers.aws.errors import (
     THROTTLED,
     UNAVAILABLE,
+    UPSTREAM,
     AwsAuthenticationError,
     AwsCredentialsUnavailableError,
     AwsRejectedError,
@@ -61,7 +61,10 @@ from optouts.providers.aws.ratelimit import RateLimits
 from optouts.providers.aws.settings import DELETE, DESCRIBE, DESCRIBE_PHONE_NUMBERS, PUT, AwsSettings
 from optouts.providers.base import (
     Operation,
+    OptedOutEntry,
+    OptOutPage,
     ProviderError,
+    ProviderInvalidContinuationError,
     RecipientOutcome,
     RecipientResult,
 )
@@ -90,30 +93,10 @@ _AUTH_ERRORS = frozenset({
 _ACTIONS = {Operation.ADD: PUT, Operation.REMOVE: DELETE, Operation.CHECK: DESCRIBE}
 
 
-@dataclass(frozen=True, slots=True)
-class OptedOutEntry:
-    phone_number: str
-    opted_out_timestamp: str | None
-    end_user_opted_out: bool | None
+class InvalidNextTokenError(ProviderInvalidContinuationError):
+    """AWS refused the caller's continuation token (a client error, 400)."""
 
-    def to_dict(self) -> dict[str, object]:
-        return {"phoneNumber": self.phone_number, "optedOutTimestamp": self.opted_out_timestamp,
-                "endUserOptedOut": self.end_user_opted_out}
-
-
-@dataclass(frozen=True)
-class OptOutPage:
-    opt_out_list: str
-    numbers: list[OptedOutEntry]
-    #: AWS's NextToken: pass it back for the next page; None on the last page.
-    next_token: str | None
-
-
-class InvalidNextTokenError(ProviderError):
-    """The caller's continuation token was refused by AWS (a client error, 400)."""
-
-    code = "InvalidNextToken"
-    status = 400
+    upstream = UPSTREAM
 
 
 class AwsProvider:
@@ -231,11 +214,11 @@ class AwsProvider:
             params["NextToken"] = next_token
         if end_user_opted_out is not None:
             params["Filters"] = [{"Name": "end-user-opted-out", "Values": [str(end_user_opted_out).lower()]}]
-        if not self._limits[DESCRIBE].acquire(deadline):
-            raise RateBudgetExceededError(
-                "the next page cannot be fetched within the time budget at the configured rate for "
-                f"{DESCRIBE}; retry later", estimated_seconds=self._limits[DESCRIBE].estimate(1),
-                budget_seconds=deadline - self._clock())
+        limiter = self._limits[DESCRIBE]
+        if not limiter.acquire(deadline):
+            # Busy with other calls of the same action: worth retrying shortly.
+            raise AwsThrottledError(f"no {DESCRIBE} call could start within the time budget at the configured "
+                                    "rate", retry_after=max(1.0, limiter.estimate(1)))
         try:
             answer = self._client.describe_opted_out_numbers(**params)
         except ClientError as error:
@@ -249,9 +232,9 @@ class AwsProvider:
         except BotoCoreError as error:
             self._raise_credentials(error)
             raise AwsUnavailableError(f"AWS could not be reached ({type(error).__name__})") from None
-        entries = [OptedOutEntry(item["OptedOutNumber"], _timestamp(item.get("OptedOutTimestamp")),
-                                 item.get("EndUserOptedOut")) for item in answer.get("OptedOutNumbers") or []]
-        return OptOutPage(list_name, entries, answer.get("NextToken") or None)
+        entries = [OptedOutEntry(item["OptedOutNumber"], _details(item, list_name))
+                   for item in answer.get("OptedOutNumbers") or []]
+        return OptOutPage(entries, answer.get("NextToken") or None)
 
     # -- opt-out list of a sender ----------------------------------------------------------------
 
@@ -531,4 +514,4 @@ def _raise_if_all_transient(results: list[RecipientResult]) -> None:
     raise AwsUnavailableError("AWS failed every call until retries ran out")
 
 
-__all__ = ["AwsProvider", "InvalidNextTokenError", "OptOutPage", "OptedOutEntry"]
+__all__ = ["AwsProvider", "InvalidNextTokenError"]

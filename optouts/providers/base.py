@@ -100,6 +100,8 @@ class ProviderError(Exception):
     contract); `retry_after` is in seconds, when the provider said."""
 
     code: str = "ProviderError"
+    #: Who failed, as the answer's detail names it ("Azure Communication Services").
+    upstream: str = "the opt-out provider"
 
     def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)

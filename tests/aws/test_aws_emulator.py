@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from devtools.aws_emulator import AwsEmulator
+from devtools.aws_emulator.embedded import embed_if_needed
 
 from .conftest import AUDIENCE, LIST, ROLE_ARN
 
@@ -267,3 +269,24 @@ def test_the_command_line_refuses_a_remote_address() -> None:
     done = subprocess.run([sys.executable, "-m", "devtools.aws_emulator", "--host", "0.0.0.0"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and "loopback" in done.stderr
+
+
+def test_make_run_embeds_the_emulator_for_aws_senders_without_an_endpoint() -> None:
+    with ExitStack() as stack:
+        assert embed_if_needed(stack, {"OPTOUT_AWS_SENDERS": ""}) is None
+        assert embed_if_needed(stack, {"OPTOUT_AWS_SENDERS": "+18005550100=L",
+                                       "AWS_ENDPOINT_URL": "https://sms.example"}) is None
+        embedded = embed_if_needed(stack, {"OPTOUT_AWS_SENDERS": "+18005550100=Marketing,+18005550101",
+                                           "AWS_REGION": "eu-west-1", "OPTOUT_AWS_ROLE_ARN": ROLE_ARN})
+        assert embedded is not None
+        settings, note = embedded
+        assert settings["AWS_REGION"] == "eu-west-1" and settings["OPTOUT_AWS_ROLE_ARN"] == ""
+        assert "AWS emulator embedded at http://127.0.0.1:" in note
+        client = boto3.client("pinpoint-sms-voice-v2", region_name="eu-west-1",
+                              endpoint_url=settings["AWS_ENDPOINT_URL_PINPOINT_SMS_VOICE_V2"],
+                              aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"], config=NO_RETRIES)
+        client.put_opted_out_number(OptOutListName="Marketing", OptedOutNumber=NUMBER)
+        phones = client.describe_phone_numbers()["PhoneNumbers"]
+        assert [(p["PhoneNumber"], p["OptOutListName"]) for p in phones] == [("+18005550101", "Default")]
+        client.close()

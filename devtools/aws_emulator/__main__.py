@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", action="append", type=_rate, default=[], metavar="ACTION=RPS",
                         help="requests per second for an action (0: unlimited; default: AWS's default quotas)")
     parser.add_argument("--no-throttle", action="store_true", help="no quotas at all")
-    parser.add_argument("--absent-numbers", choices=ABSENT_NUMBER_MODES, default="error",
+    parser.add_argument("--absent-numbers", choices=ABSENT_NUMBER_MODES, default="omit",
                         help="how DescribeOptedOutNumbers answers a named number that is not on the list")
     parser.add_argument("--clock-skew-seconds", type=float, default=300.0)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every call")

@@ -383,7 +383,8 @@ def test_concurrent_operations_share_one_pace(aws: AwsEmulator, monkeypatch: pyt
 
 
 def test_once_aws_names_absent_numbers_in_errors_checks_are_estimated_per_number(
-        provider: AwsProvider) -> None:
+        provider: AwsProvider, aws: AwsEmulator) -> None:
+    aws.absent_numbers = "error"
     assert provider.estimate_seconds(Operation.CHECK, 100) == pytest.approx(19 / 500, abs=0.01)
     provider.run(Operation.CHECK, SENDER, [A, B])  # neither is on the list: the emulator names them
     assert provider.estimate_seconds(Operation.CHECK, 100) == pytest.approx(99 / 500, abs=0.01)

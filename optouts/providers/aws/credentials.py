@@ -97,7 +97,8 @@ def web_identity_credentials(
     time_fetcher: Callable[[], datetime] | None = None,
 ) -> DeferredRefreshableCredentials:
     """Credentials for `settings.role_arn`, assumed on first use and refreshed before expiry."""
-    assert settings.role_arn is not None
+    if settings.role_arn is None:
+        raise ValueError("web identity federation needs OPTOUT_AWS_ROLE_ARN")
 
     def create_sts_client(service_name: str, config: Config | None = None, **kwargs: Any) -> Any:
         return session.create_client(service_name, region_name=settings.region,
@@ -138,7 +139,8 @@ def key_vault_credentials(settings: AwsSettings, read_secret: Callable[[str], st
                           time_fetcher: Callable[[], datetime] | None = None) -> RefreshableCredentials:
     """An access key pair from a Key Vault secret holding
     `{"accessKeyId": "...", "secretAccessKey": "..."}`, re-read every cache period."""
-    assert settings.access_key_secret_name is not None
+    if settings.access_key_secret_name is None:
+        raise ValueError("Key Vault credentials need OPTOUT_AWS_ACCESS_KEY_SECRET_NAME")
     name = settings.access_key_secret_name
     now = time_fetcher or (lambda: datetime.now(tzlocal()))
 
@@ -157,7 +159,8 @@ def key_vault_credentials(settings: AwsSettings, read_secret: Callable[[str], st
         if not isinstance(access_key, str) or not isinstance(secret_key, str) or not access_key or not secret_key:
             raise AwsCredentialsUnavailableError(f"secret '{name}' has an empty accessKeyId or secretAccessKey")
         expiry = now() + timedelta(seconds=settings.secret_cache_seconds) + _KEY_VAULT_REFRESH_WINDOW
-        return {"access_key": access_key, "secret_key": secret_key, "token": None,
+        # A long-lived key pair has no session token.
+        return {"access_key": access_key, "secret_key": secret_key, "token": None,  # nosec B105 - not a password
                 "expiry_time": expiry.isoformat()}
 
     options: dict[str, Any] = {}

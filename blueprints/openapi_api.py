@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
+from optouts.openapi import PLACEHOLDER_HOST, build_document
+
 blueprint = func.Blueprint()
 
 # A forwarded header is caller-controlled text that lands in a document people import:
@@ -29,8 +31,6 @@ def public_origin(url: str, headers: func.HttpRequestHeaders | dict[str, str]) -
     if not _HOST_PATTERN.match(host):
         host = headers.get("host") or ""
     if not _HOST_PATTERN.match(host):
-        from optouts.openapi import PLACEHOLDER_HOST
-
         host = PLACEHOLDER_HOST
     return scheme, host
 
@@ -43,9 +43,6 @@ def _first(value: str | None) -> str:
 @blueprint.function_name("OpenApiDocument")
 @blueprint.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
-    # Imported here, not at module level: indexing the app (cold start) does not need it.
-    from optouts.openapi import build_document
-
     scheme, host = public_origin(req.url, req.headers)
     document = build_document(host, schemes=(scheme,))
     return func.HttpResponse(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import azure.functions as func
 
+from optouts import runtime
 from optouts.config import QueueSettings
 
 blueprint = func.Blueprint()
@@ -44,8 +45,4 @@ def _host_json_max_dequeue_count() -> int:
     connection="AzureWebJobsStorage",
 )
 def process_opt_out_request(msg: func.QueueMessage) -> None:
-    from optouts.queued_requests import QueuedMessage
-    from optouts.runtime import get_queue_processor
-
-    processor = get_queue_processor(max_dequeue_count())
-    processor.process(QueuedMessage(id=msg.id or "", body=msg.get_body(), dequeue_count=msg.dequeue_count or 1))
+    runtime.process_queue_message(msg.id or "", msg.get_body(), msg.dequeue_count or 1, max_dequeue_count())

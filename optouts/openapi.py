@@ -18,10 +18,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from .audit import MAX_PAGE_SIZE
 from .commands import MAX_REASON_LENGTH, MAX_SENDER_LENGTH
 from .config import DEFAULT_MAX_NUMBERS
-from .phone import MAX_INPUT_LENGTH
+from .limits import MAX_INPUT_LENGTH, MAX_PAGE_SIZE
 
 #: Replaced by the real app host when the connector is imported (docs/power-automate.md).
 PLACEHOLDER_HOST = "your-function-app.azurewebsites.net"

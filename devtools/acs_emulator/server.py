@@ -14,6 +14,7 @@ import re
 import secrets
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import uuid
@@ -21,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from devtools.azure_standins.certificate import LocalCertificate
 
 from . import auth
 from .faults import FaultConfig, FaultDice
@@ -63,6 +66,7 @@ class AcsEmulator:
         port: int = 0,
         clock_skew_seconds: float = 300,
         api_versions: Iterable[str] = SUPPORTED_API_VERSIONS,
+        tls: bool = False,
     ) -> None:
         self._access_key = access_key or auth.new_access_key()
         self._decoded_key = auth.decode_access_key(self._access_key)
@@ -79,6 +83,9 @@ class AcsEmulator:
         self._stopping = threading.Event()
         self._server: _EmulatorServer | None = None
         self._thread: threading.Thread | None = None
+        #: With `tls`, a throwaway self-signed certificate for 127.0.0.1; clients trust
+        #: `certificate.ca_bundle` (REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS).
+        self.certificate: LocalCertificate | None = LocalCertificate(host) if tls else None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -87,6 +94,11 @@ class AcsEmulator:
             raise RuntimeError("the emulator is already running")
         self._stopping.clear()
         server = _EmulatorServer((self._host, self._port), self)
+        if self.certificate is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.certificate.certificate_path, self.certificate.key_path)
+            # The handshake then happens in the handler's thread, not in the accept loop.
+            server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="acs-emulator", daemon=True)
@@ -112,6 +124,8 @@ class AcsEmulator:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+        if self.certificate is not None:
+            self.certificate.close()
 
     # -- what tests and tools read and change --------------------------------------------
 
@@ -124,7 +138,8 @@ class AcsEmulator:
     @property
     def endpoint(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.certificate is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def connection_string(self) -> str:

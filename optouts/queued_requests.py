@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from azure.core.exceptions import ResourceExistsError
+
 from .audit import queue_context
 from .commands import OptOutCommand, decode_json, parse_command
 from .config import DEFAULT_REQUESTS_QUEUE, Settings, SettingsError
@@ -81,8 +83,6 @@ class ResultPublisher:
         """Create the queue and container on first use (Azurite starts empty; in Azure they exist)."""
         if self._prepared:
             return
-        from azure.core.exceptions import ResourceExistsError
-
         with self._lock:
             if self._prepared:
                 return

@@ -33,7 +33,7 @@ def quick(connection_string: str, **options: object) -> OptOutsClient:
 
 
 def transport_of(client: OptOutsClient) -> RequestsTransport:
-    return client._pipeline_client._pipeline._transport  # type: ignore[attr-defined,no-any-return]
+    return client._pipeline._transport  # type: ignore[attr-defined,no-any-return]
 
 
 def test_the_client_sends_through_requests_with_a_pool_sized_to_its_concurrency(emulator: AcsEmulator) -> None:
@@ -92,6 +92,36 @@ def test_an_answer_with_a_huge_number_of_header_lines_is_refused_not_buffered() 
         with pytest.raises(AcsUnavailableError):
             client.add(SENDER, [NUMBER])
     assert len(upstream.requests) == 2  # the first attempt and its one retry, nothing more
+
+
+def test_an_answer_declared_over_the_bound_is_not_read() -> None:
+    """A Content-Length of 1 GB is refused from the header alone: the client neither waits
+    for nor holds the body; the numbers get a definite (transient) failure."""
+    def script(seen: Seen) -> tuple[bytes, bool]:
+        return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{", False
+
+    with ScriptedUpstream(script) as upstream, quick(upstream.connection_string(), read_timeout=IO_TIMEOUT) as client:
+        started = time.monotonic()
+        result = client.add(SENDER, [NUMBER])[0]
+        elapsed = time.monotonic() - started
+    assert (result.succeeded, result.status_code) == (False, 502)
+    assert elapsed < IO_TIMEOUT  # did not wait for the body
+
+
+def test_a_streamed_answer_over_the_bound_is_cut_off() -> None:
+    """A chunked answer of 8 MB: the client stops reading after 1 MiB and drops the connection."""
+    piece = b"x" * 65536
+    body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(128)) + b"0\r\n\r\n"
+
+    def script(seen: Seen) -> tuple[bytes, bool]:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        return head + body, False
+
+    with ScriptedUpstream(script) as upstream, quick(upstream.connection_string()) as client:
+        first = client.add(SENDER, [NUMBER])[0]
+        second = client.add(SENDER, [NUMBER])[0]
+    assert (first.status_code, second.status_code) == (502, 502)
+    assert [seen.connection for seen in upstream.requests] == [0, 1]  # the cut-off connection was not reused
 
 
 def test_a_hanging_upstream_is_bounded_by_the_read_timeout() -> None:

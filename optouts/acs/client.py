@@ -1,6 +1,6 @@
 """The ACS SMS opt-out client: add, remove and check any number of recipients.
 
-Built like the official Azure SDK clients: an azure-core `PipelineClient` whose
+Built like the official Azure SDK clients: an azure-core `Pipeline` whose
 policies do retries, authentication and logging. On top of the three REST calls it
 splits recipients into chunks of at most 100, sends chunks concurrently with a
 bounded concurrency, sends each distinct recipient once, re-tries only the
@@ -24,9 +24,9 @@ from urllib.parse import urlencode, urlsplit
 
 import orjson
 import requests
-from azure.core import PipelineClient
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.core.pipeline import Pipeline
 from azure.core.pipeline.policies import (
     BearerTokenCredentialPolicy,
     HeadersPolicy,
@@ -53,8 +53,10 @@ from .errors import (
 )
 from .models import Operation, RecipientOutcome, RecipientResult
 from .policies import (
+    ANSWER_BODY,
     DEADLINE_OPTION,
     RETRY_AFTER_HEADERS,
+    BoundedAnswerPolicy,
     DeadlineRetryPolicy,
     HmacSigningPolicy,
     RetryAfterPolicy,
@@ -66,7 +68,7 @@ ACS_SCOPE = "https://communication.azure.com//.default"
 MAX_RECIPIENTS_PER_CALL = 100
 TRANSIENT_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 SDK_MONIKER = "sms-optout-gateway/0.1.0"
-#: An answer for 100 recipients is about 10 KB; anything this large is not one, and is not parsed.
+#: An answer for 100 recipients is about 10 KB; anything larger than this is not one, and is not read.
 MAX_ANSWER_BYTES = 1_048_576
 #: Longest upstream text (an error message) carried into a result, an error or a log line.
 MAX_UPSTREAM_TEXT = 300
@@ -156,13 +158,12 @@ class OptOutsClient:
             RetryAfterPolicy(),
             auth_policy,
             HttpLoggingPolicy(**kwargs),
+            BoundedAnswerPolicy(MAX_ANSWER_BYTES),
         ]
         # Every pool thread, plus the callers' own threads sending an operation's last chunk inline.
         pool_size = 4 * max_concurrency
         transport = kwargs.pop("transport", None) or _requests_transport(pool_size, connection_timeout, read_timeout)
-        self._pipeline_client: PipelineClient = PipelineClient(
-            base_url=self._endpoint, policies=policies, transport=transport
-        )
+        self._pipeline: Pipeline = Pipeline(transport=transport, policies=policies)
         # Shared by all operations; each operation separately caps its own in-flight chunks.
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="optouts-acs")
 
@@ -195,7 +196,7 @@ class OptOutsClient:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
-        self._pipeline_client.close()
+        self._pipeline.__exit__()
 
     def __enter__(self) -> "OptOutsClient":
         return self
@@ -289,7 +290,7 @@ class OptOutsClient:
         if self._is_bearer:
             options["enforce_https"] = self._enforce_https
         try:
-            response = self._pipeline_client.send_request(request, **options)
+            pipeline_response = self._pipeline.run(request, **options)
         except OptOutsError:
             raise
         except ClientAuthenticationError as error:
@@ -299,8 +300,9 @@ class OptOutsClient:
             # Connection errors and timeouts that outlived the retry policy.
             return _whole_call_failure(chunk, None, None, f"no answer from ACS ({type(error).__name__})")
 
+        response = pipeline_response.http_response
         status = response.status_code
-        content = response.content
+        content: bytes | None = pipeline_response.context.get(ANSWER_BODY)
         if status == 200:
             return _ChunkAnswer(results=_parse_recipients(operation, chunk, content))
         error_text = _error_text(content)
@@ -425,14 +427,14 @@ def _request_body(sender: str, chunk: list[str]) -> bytes:
         return json.dumps(payload, separators=(",", ":")).encode("ascii")
 
 
-def _parse_recipients(operation: Operation, chunk: list[str], content: bytes) -> dict[str, RecipientResult]:
+def _parse_recipients(operation: Operation, chunk: list[str], content: bytes | None) -> dict[str, RecipientResult]:
     """One result per recipient of `chunk`, whatever ACS answered.
 
     Entries that are not objects, name a recipient that was not asked, repeat one, or carry
     wrong types are ignored or answered 502; a recipient the answer does not mention is a
     transient 502 (asked again in a later round)."""
     items: object = None
-    if len(content) <= MAX_ANSWER_BYTES:
+    if content is not None:  # None: over MAX_ANSWER_BYTES, not read
         try:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:  # also what orjson raises past its nesting limit
@@ -469,12 +471,12 @@ def _recipient_result(to: str, item: dict[str, Any], reports_opt_out: bool) -> R
     return RecipientResult(to, outcome, status, _upstream_text(message) if isinstance(message, str) else None)
 
 
-def _error_text(content: bytes) -> str:
+def _error_text(content: bytes | None) -> str:
     """ACS's own error message, from either of its two error shapes: bounded in size (a huge
     body is not parsed), nesting (orjson stops at 1024 levels, without recursion errors) and
     characters (one log-safe line)."""
-    if len(content) > MAX_ANSWER_BYTES:
-        return f"an error answer of {len(content)} bytes (not shown)"
+    if content is None:
+        return f"an error answer over {MAX_ANSWER_BYTES} bytes (not read)"
     try:
         body = orjson.loads(content)
     except orjson.JSONDecodeError:

@@ -72,6 +72,44 @@ class RetryAfterPolicy(HTTPPolicy):
         return response
 
 
+#: Where BoundedAnswerPolicy leaves each answer's body in the pipeline context.
+ANSWER_BODY = "optouts_answer_body"
+
+
+class BoundedAnswerPolicy(HTTPPolicy):
+    """Reads each answer's body itself, at most `limit` bytes, then closes the answer.
+
+    An upstream cannot make the client hold more than `limit` bytes of one answer in memory
+    (a declared Content-Length over it is not read at all), and no connection is left
+    half-read when the retry or signing policy discards an attempt. The body, or None when it
+    was over the limit, is left in the pipeline context under ANSWER_BODY; the answer's
+    status and headers stay readable. Innermost, so that every attempt goes through it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._limit = limit
+
+    def send(self, request: PipelineRequest) -> PipelineResponse:
+        request.context.options["stream"] = True
+        response = self.next.send(request)
+        http_response = response.http_response
+        body: bytearray | None = bytearray()
+        try:
+            declared = http_response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > self._limit:
+                body = None
+            else:
+                for piece in http_response.iter_bytes():
+                    body += piece
+                    if len(body) > self._limit:
+                        body = None
+                        break
+        finally:
+            http_response.close()
+        request.context[ANSWER_BODY] = None if body is None else bytes(body)
+        return response
+
+
 class HmacSigningPolicy(HTTPPolicy):
     """Signs each attempt (so every retry gets a fresh x-ms-date) and, after a 401,
     asks the credential for a newer key and tries exactly once more."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import azure.functions as func
 
-from optouts.config import QueueSettings
+from optouts.config import requests_queue_name
 
 blueprint = func.Blueprint()
 
@@ -40,7 +40,7 @@ def _host_json_max_dequeue_count() -> int:
 @blueprint.function_name("ProcessOptOutRequest")
 @blueprint.queue_trigger(
     arg_name="msg",
-    queue_name=QueueSettings.from_environ().requests_queue,
+    queue_name=requests_queue_name(),
     connection="AzureWebJobsStorage",
 )
 def process_opt_out_request(msg: func.QueueMessage) -> None:

@@ -95,6 +95,8 @@ class Settings:
                     "is an unresolved Key Vault reference; check that the app's identity "
                     "can read the secret and that the reference points to an existing secret",
                 )
+            elif problem := connection_string_problem(connection_string):
+                env.problem("ACS_CONNECTION_STRING", problem)
         elif key_vault_url is not None or secret_name is not None:
             if key_vault_url is None:
                 env.problem("KEY_VAULT_URL", "is required with ACS_CONNECTION_STRING_SECRET_NAME")
@@ -118,12 +120,14 @@ class Settings:
         default_sender = env.text("OPTOUT_DEFAULT_SENDER")
         if default_sender is not None and (problem := sender_problem(default_sender)):
             env.problem("OPTOUT_DEFAULT_SENDER", problem)
-        allowed = env.csv("OPTOUT_ALLOWED_SENDERS")
-        bad = sorted(sender for sender in allowed if sender_problem(sender))
+        listed = [part.strip() for part in env.raw("OPTOUT_ALLOWED_SENDERS").split(",") if part.strip()]
+        allowed = frozenset(listed)
+        bad = [position for position, sender in enumerate(listed, start=1) if sender_problem(sender)]
         if bad:
-            # The entries are senders, not secrets; each is bounded so a pasted key cannot flood the log.
+            # Positions, not values: whatever was pasted there stays out of the log.
             env.problem("OPTOUT_ALLOWED_SENDERS",
-                        f"entries {', '.join(repr(b[:20]) for b in bad[:5])}: {sender_problem(bad[0])}")
+                        f"entry {', '.join(map(str, bad[:10]))} of {len(listed)}: "
+                        f"{sender_problem(listed[bad[0] - 1])}")
         if not allowed and default_sender is not None:
             allowed = frozenset({default_sender})
         elif default_sender is not None and not bad and not sender_problem(default_sender) and (
@@ -241,6 +245,22 @@ _SHORT_CODE = re.compile(r"[0-9]{3,8}")
 _STORAGE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 
 
+def connection_string_problem(value: str) -> str | None:
+    """The shape `endpoint=https://...;accesskey=...`, checked without decoding the key
+    (the client does that when it is built); the message never quotes the value."""
+    parts = {}
+    for part in value.split(";"):
+        name, separator, text = part.partition("=")
+        if separator:
+            parts[name.strip().lower()] = text.strip()
+    endpoint = parts.get("endpoint", "")
+    if not endpoint or not parts.get("accesskey"):
+        return "must have the form endpoint=https://<resource>.communication.azure.com/;accesskey=<key>"
+    if not endpoint.lower().startswith(("https://", "http://")):
+        return "its endpoint must start with https://"
+    return None
+
+
 def comparable_sender(sender: str) -> str:
     """Toll-free and 10DLC senders compare as E.164 (spaces, dashes, dots, brackets ignored)."""
     compact = "".join(c for c in sender if c not in " -().")
@@ -274,8 +294,8 @@ class _Reader:
     def text(self, name: str) -> str | None:
         return _text(self._env, name)
 
-    def csv(self, name: str) -> frozenset[str]:
-        return _csv(self._env, name)
+    def raw(self, name: str) -> str:
+        return self._env.get(name, "")
 
     def flag(self, name: str, *, default: bool = False) -> bool:
         try:

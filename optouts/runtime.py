@@ -73,13 +73,14 @@ def _configure_azure_monitor(env: Mapping[str, str]) -> None:
     from . import telemetry
 
     entra, client_id = telemetry.monitor_client_id(env)
+    # The Functions host already ships the worker's log lines to Application Insights; the
+    # distro reads only this variable for it (its disable_logging argument is overridden).
+    os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
     configure_azure_monitor(
         connection_string=env["APPLICATIONINSIGHTS_CONNECTION_STRING"].strip(),
         # Infra disables local (instrumentation key) auth: the app's managed identity signs in.
         credential=ManagedIdentityCredential(client_id=client_id) if entra else None,
         resource=Resource.create({"service.name": telemetry.SERVICE_NAME}),
-        # The Functions host already ships the worker's log lines to Application Insights.
-        disable_logging=True,
         instrumentation_options={
             # Storage and Key Vault calls are traced through azure-core; the plain HTTP
             # instrumentations would trace the same calls a second time.

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 DEFAULT_API_VERSION = "2026-01-23"
 DEFAULT_REGION = "US"
@@ -24,6 +25,8 @@ DEFAULT_RESULTS_QUEUE = "optout-results"
 DEFAULT_RESULTS_CONTAINER = "optout-results"
 DEFAULT_QUEUE_TIME_BUDGET_SECONDS = 20.0
 DEFAULT_AUDIT_TABLE = "optoutaudit"
+
+_T = TypeVar("_T")
 
 KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
 
@@ -82,10 +85,10 @@ class Settings:
 
     @classmethod
     def _read(cls, env: "_Reader") -> "Settings":
-        connection_string = env.text("ACS_CONNECTION_STRING")
-        endpoint = env.text("ACS_ENDPOINT")
-        key_vault_url = env.text("KEY_VAULT_URL")
-        secret_name = env.text("ACS_CONNECTION_STRING_SECRET_NAME")
+        connection_string = _text(env, "ACS_CONNECTION_STRING")
+        endpoint = _text(env, "ACS_ENDPOINT")
+        key_vault_url = _text(env, "KEY_VAULT_URL")
+        secret_name = _text(env, "ACS_CONNECTION_STRING_SECRET_NAME")
 
         auth_mode = AuthMode.CONNECTION_STRING
         if connection_string is not None:
@@ -117,10 +120,10 @@ class Settings:
                 "for managed identity",
             )
 
-        default_sender = env.text("OPTOUT_DEFAULT_SENDER")
+        default_sender = _text(env, "OPTOUT_DEFAULT_SENDER")
         if default_sender is not None and (problem := sender_problem(default_sender)):
             env.problem("OPTOUT_DEFAULT_SENDER", problem)
-        listed = [part.strip() for part in env.raw("OPTOUT_ALLOWED_SENDERS").split(",") if part.strip()]
+        listed = _csv(env, "OPTOUT_ALLOWED_SENDERS")
         allowed = frozenset(listed)
         bad = [position for position, sender in enumerate(listed, start=1) if sender_problem(sender)]
         if bad:
@@ -136,7 +139,7 @@ class Settings:
             env.problem("OPTOUT_DEFAULT_SENDER",
                         "is not in OPTOUT_ALLOWED_SENDERS, so every request without a sender would be refused")
 
-        region = (env.text("OPTOUT_DEFAULT_REGION") or DEFAULT_REGION).upper()
+        region = (_text(env, "OPTOUT_DEFAULT_REGION") or DEFAULT_REGION).upper()
         if len(region) != 2 or not region.isascii() or not region.isalpha():
             env.problem("OPTOUT_DEFAULT_REGION", "must be a two-letter ISO 3166 region code such as US or GB")
 
@@ -146,19 +149,19 @@ class Settings:
             acs_endpoint=endpoint,
             key_vault_url=key_vault_url,
             connection_string_secret_name=secret_name,
-            secret_cache_seconds=env.number("ACS_SECRET_CACHE_SECONDS", DEFAULT_SECRET_CACHE_SECONDS, minimum=0),
-            api_version=env.text("ACS_API_VERSION") or DEFAULT_API_VERSION,
-            allow_insecure_bearer=env.flag("ACS_ALLOW_INSECURE_BEARER"),
+            secret_cache_seconds=_number(env, "ACS_SECRET_CACHE_SECONDS", DEFAULT_SECRET_CACHE_SECONDS, minimum=0),
+            api_version=_text(env, "ACS_API_VERSION") or DEFAULT_API_VERSION,
+            allow_insecure_bearer=_flag(env, "ACS_ALLOW_INSECURE_BEARER"),
             default_sender=default_sender,
             allowed_senders=allowed,
             default_region=region,
-            max_numbers=int(env.number("OPTOUT_MAX_NUMBERS", DEFAULT_MAX_NUMBERS, minimum=1)),
-            max_concurrency=int(env.number("OPTOUT_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, minimum=1)),
-            max_body_bytes=int(env.number("OPTOUT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1024)),
-            time_budget_seconds=env.number("OPTOUT_TIME_BUDGET_SECONDS", DEFAULT_TIME_BUDGET_SECONDS, minimum=1),
-            audit_table=env.text("OPTOUT_AUDIT_TABLE") or DEFAULT_AUDIT_TABLE,
-            audit_checks=env.flag("OPTOUT_AUDIT_CHECKS"),
-            audit_writes=env.flag("OPTOUT_AUDIT_WRITES", default=True),
+            max_numbers=int(_number(env, "OPTOUT_MAX_NUMBERS", DEFAULT_MAX_NUMBERS, minimum=1)),
+            max_concurrency=int(_number(env, "OPTOUT_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, minimum=1)),
+            max_body_bytes=int(_number(env, "OPTOUT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1024)),
+            time_budget_seconds=_number(env, "OPTOUT_TIME_BUDGET_SECONDS", DEFAULT_TIME_BUDGET_SECONDS, minimum=1),
+            audit_table=_text(env, "OPTOUT_AUDIT_TABLE") or DEFAULT_AUDIT_TABLE,
+            audit_checks=_flag(env, "OPTOUT_AUDIT_CHECKS"),
+            audit_writes=_flag(env, "OPTOUT_AUDIT_WRITES", default=True),
         )
 
     def describe(self) -> dict[str, object]:
@@ -202,22 +205,21 @@ class QueueSettings:
 
     @classmethod
     def _read(cls, env: "_Reader") -> "QueueSettings":
-        names = {}
-        for setting, default in (("OPTOUT_REQUESTS_QUEUE", DEFAULT_REQUESTS_QUEUE),
-                                 ("OPTOUT_RESULTS_QUEUE", DEFAULT_RESULTS_QUEUE),
-                                 ("OPTOUT_RESULTS_CONTAINER", DEFAULT_RESULTS_CONTAINER)):
-            name = env.text(setting) or default
+        names = {
+            "OPTOUT_REQUESTS_QUEUE": _text(env, "OPTOUT_REQUESTS_QUEUE") or DEFAULT_REQUESTS_QUEUE,
+            "OPTOUT_RESULTS_QUEUE": _text(env, "OPTOUT_RESULTS_QUEUE") or DEFAULT_RESULTS_QUEUE,
+            "OPTOUT_RESULTS_CONTAINER": _text(env, "OPTOUT_RESULTS_CONTAINER") or DEFAULT_RESULTS_CONTAINER,
+        }
+        for setting, name in names.items():
             if not _STORAGE_NAME.fullmatch(name) or "--" in name:
                 env.problem(setting, "must be 3 to 63 lowercase letters, digits and single hyphens, "
                                      "starting and ending with a letter or digit (Azure Storage naming rules)")
-                name = default
-            names[setting] = name
         return cls(
             requests_queue=names["OPTOUT_REQUESTS_QUEUE"],
             results_queue=names["OPTOUT_RESULTS_QUEUE"],
             results_container=names["OPTOUT_RESULTS_CONTAINER"],
-            time_budget_seconds=env.number(
-                "OPTOUT_QUEUE_TIME_BUDGET_SECONDS", DEFAULT_QUEUE_TIME_BUDGET_SECONDS, minimum=1
+            time_budget_seconds=_number(
+                env, "OPTOUT_QUEUE_TIME_BUDGET_SECONDS", DEFAULT_QUEUE_TIME_BUDGET_SECONDS, minimum=1
             ),
         )
 
@@ -281,63 +283,53 @@ def sender_problem(sender: str) -> str | None:
 
 
 class _Reader:
-    """Reads settings and collects problems instead of stopping at the first, so that an operator
-    sees everything to fix at once; a broken value reads as its default."""
+    """The environment, read so that problems are collected instead of stopping at the first:
+    an operator sees everything to fix at once. A broken value reads as its default."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
         self.problems: list[SettingsError] = []
 
+    def get(self, name: str, default: str = "") -> str:
+        return self._env.get(name, default)
+
     def problem(self, setting: str, problem: str) -> None:
         self.problems.append(SettingsError(setting, problem))
 
-    def text(self, name: str) -> str | None:
-        return _text(self._env, name)
 
-    def raw(self, name: str) -> str:
-        return self._env.get(name, "")
-
-    def flag(self, name: str, *, default: bool = False) -> bool:
-        try:
-            return _flag(self._env, name, default=default)
-        except SettingsError as error:
-            self.problems.append(error)
-            return default
-
-    def number(self, name: str, default: float, *, minimum: float) -> float:
-        try:
-            return _number(self._env, name, default, minimum=minimum)
-        except SettingsError as error:
-            self.problems.append(error)
-            return default
-
-
-def _text(env: Mapping[str, str], name: str) -> str | None:
+def _text(env: Mapping[str, str] | _Reader, name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
 
 
-def _csv(env: Mapping[str, str], name: str) -> frozenset[str]:
-    return frozenset(part.strip() for part in env.get(name, "").split(",") if part.strip())
+def _csv(env: Mapping[str, str] | _Reader, name: str) -> list[str]:
+    return [part.strip() for part in env.get(name, "").split(",") if part.strip()]
 
 
-def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
+def _flag(env: Mapping[str, str] | _Reader, name: str, *, default: bool = False) -> bool:
     value = (_text(env, name) or str(default)).lower()
     if value in {"1", "true", "yes"}:
         return True
     if value in {"0", "false", "no"}:
         return False
-    raise SettingsError(name, "must be true or false")
+    return _refuse(env, SettingsError(name, "must be true or false"), default)
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+def _number(env: Mapping[str, str] | _Reader, name: str, default: float, *, minimum: float) -> float:
     raw = _text(env, name)
     if raw is None:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(name, "must be a number") from None
+        return _refuse(env, SettingsError(name, "must be a number"), default)
     if value < minimum:
-        raise SettingsError(name, f"must be at least {minimum:g}")
+        return _refuse(env, SettingsError(name, f"must be at least {minimum:g}"), default)
     return value
+
+
+def _refuse(env: Mapping[str, str] | _Reader, error: SettingsError, default: _T) -> _T:
+    if isinstance(env, _Reader):
+        env.problems.append(error)
+        return default
+    raise error

@@ -116,9 +116,10 @@ def current_traceparent() -> str | None:
 
 
 def trace_id_of(span: Span) -> str | None:
-    """The gateway's `traceId` (answers, audit records) from the span, when it is a real one."""
+    """The gateway's `traceId` (answers, audit records) from the span, when one is recorded
+    (without a tracer the API's span only echoes the caller's context)."""
     context = span.get_span_context()
-    if not context.is_valid:
+    if not span.is_recording() or not context.is_valid:
         return None
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 

@@ -190,7 +190,9 @@ def storage_check(queue_settings: Callable[[], QueueSettings]) -> Callable[[], N
     def check() -> None:
         if not client:
             client.append(queue_client(queue_settings().requests_queue, connection_timeout=STORAGE_TIMEOUT_SECONDS,
-                                       read_timeout=STORAGE_TIMEOUT_SECONDS, retry_total=1))
+                                       read_timeout=STORAGE_TIMEOUT_SECONDS,
+                                       # The prober asks again; the SDK would wait 15 s before its retry.
+                                       retry_total=0))
         client[0].get_queue_properties()
 
     return check

@@ -61,6 +61,11 @@ def test_make_run_banner_has_everything_a_first_run_needs(tmp_path: Path) -> Non
         with urllib.request.urlopen(request, timeout=30) as answer:
             body = json.loads(answer.read())
         assert body["sender"] == EMULATOR_SENDER and body["summary"]["succeeded"] == 1
+        # And the whole local setup is ready: settings, key, emulator, Azurite with its queues.
+        ready = urllib.request.Request(url.replace("/optouts/check", "/health/ready"),
+                                       headers={"x-functions-key": "banner-key"})
+        with urllib.request.urlopen(ready, timeout=30) as answer:
+            assert json.loads(answer.read())["status"] == "ready"
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0

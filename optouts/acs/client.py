@@ -52,6 +52,7 @@ from .errors import (
     OptOutsError,
 )
 from .models import Operation, RecipientOutcome, RecipientResult
+from .observability import UpstreamAttemptPolicy, UpstreamCallPolicy
 from .policies import (
     ANSWER_BODY,
     DEADLINE_OPTION,
@@ -154,9 +155,11 @@ class OptOutsClient:
             RequestIdPolicy(**kwargs),
             HeadersPolicy(**kwargs),
             UserAgentPolicy(sdk_moniker=SDK_MONIKER, **kwargs),
+            UpstreamCallPolicy(),
             retry_policy,
             RetryAfterPolicy(),
             auth_policy,
+            UpstreamAttemptPolicy(),
             HttpLoggingPolicy(**kwargs),
             BoundedAnswerPolicy(MAX_ANSWER_BYTES),
         ]

@@ -37,8 +37,9 @@ SUPPORTED_API_VERSIONS = ("2026-01-23", "2025-09-17", "2025-08-01-preview", "202
 MAX_RECIPIENTS = 100
 MAX_BODY_BYTES = 1024 * 1024
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
-#: Senders ACS can own: an E.164 number, a short code, or an alphanumeric sender ID.
-SENDER = re.compile(r"^(?:\+[1-9][0-9]{6,14}|[0-9]{5,6}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11})$")
+#: Senders ACS can own: an E.164 number, a short code (3-8 digits, as the gateway's settings accept), or an
+#: alphanumeric sender ID.
+SENDER = re.compile(r"^(?:\+[1-9][0-9]{6,14}|[0-9]{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11})$")
 VALIDATION_TYPE = "https://tools.ietf.org/html/rfc9110#section-15.5.1"
 OPERATION_PREFIX = "/sms/optouts:"
 #: Echoed only when it is a plain token (a uuid, as the SDKs send): never a header injection.

@@ -369,12 +369,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _refuse(self, status: int, length: int = 0, chunked: bool = False) -> None:
         """Answer without reading the body; then drop a small one to keep the connection, or
         close, draining a bounded amount first so the answer is not lost to a reset."""
-        keep = not chunked and length <= MAX_DISCARDED_BODY_BYTES and status in (401, 404)
+        # A client that asked "Expect: 100-continue" was told no: it will not send the body.
+        keep = (not chunked and not self._expect_continue and length <= MAX_DISCARDED_BODY_BYTES
+                and status in (401, 404))
         if not keep:
             self.close_connection = True
         self._answer(status)
         if keep:
-            self._reader.deadline = time.monotonic() + self.server.limits.body_timeout
+            self._reader.deadline = time.monotonic() + min(LINGER_SECONDS, self.server.limits.body_timeout)
             try:
                 self._read_exactly(length)
             except (TimeoutError, OSError):

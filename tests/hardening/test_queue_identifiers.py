@@ -12,6 +12,7 @@ import pytest
 
 from devtools.acs_emulator import AcsEmulator
 from devtools.azurite import Azurite
+from optouts import queued_requests
 from optouts.queued_requests import MAX_RESULT_MESSAGE_BYTES
 
 from ..conftest import SENDER
@@ -139,3 +140,16 @@ def test_a_rejection_too_large_for_a_message_is_cut_to_one_that_fits(harness: Qu
     state = harness.process(message(count=1, correlationId="c-many", **fields), message_id="m-many")
     result = only_result(harness)
     assert state == "rejected" and result["messageId"] == "m-many" and result["correlationId"] == "c-many"
+
+
+def test_a_result_the_queue_refuses_falls_back_to_an_error_result(
+    harness: QueueHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the blob threshold lifted, a ~100 KB result goes to the queue as it is: Azurite, like
+    # Azure, answers 413 RequestBodyTooLarge, and the message must still get its one result.
+    monkeypatch.setattr(queued_requests, "MAX_RESULT_MESSAGE_BYTES", 10_000_000)
+    state = harness.process(message(count=BIG * 2, correlationId="c-413"), message_id="m-413")
+    result = only_result(harness)
+    assert state == "completed" and result["messageId"] == "m-413" and result["correlationId"] == "c-413"
+    assert "results" not in result and result["error"]["code"] == "ResultsNotDelivered"
+    assert result["summary"]["total"] == BIG * 2

@@ -26,7 +26,8 @@ _CORRELATION_ID = re.compile(CORRELATION_ID_PATTERN)
 REASON_RULE = f"at most {MAX_REASON_LENGTH} printable characters, no line breaks or control characters"
 
 _BODY_FIELDS = frozenset({"phoneNumbers", "sender", "region", "reason"})
-_MESSAGE_FIELDS = _BODY_FIELDS | {"action", "correlationId"}
+# `traceparent` (W3C) lets a trace follow a queued request; optouts.telemetry validates it.
+_MESSAGE_FIELDS = _BODY_FIELDS | {"action", "correlationId", "traceparent"}
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 
+from . import telemetry
 from .acs.models import Operation
 from .audit import queue_context
 from .commands import OptOutCommand, decode_json, is_valid_identifier, parse_command
@@ -39,6 +40,8 @@ _logger = logging.getLogger(__name__)
 
 #: Storage queue messages hold 64 KiB; results larger than this go to a blob.
 MAX_RESULT_MESSAGE_BYTES = 60_000
+#: Storage queue messages are at most 64 KiB; a larger body is not decoded twice for its trace.
+MAX_TRACED_MESSAGE_BYTES = 65_536
 
 
 class RetryLater(Exception):
@@ -152,7 +155,8 @@ def _undeliverable(result: dict[str, Any], detail: str) -> dict[str, Any]:
     else:
         kept["error"] = {"code": "ResultsNotDelivered", "message": detail}
     if len(_encode(kept)) > MAX_RESULT_MESSAGE_BYTES:
-        kept = {key: kept[key] for key in ("correlationId", "messageId", "status", "completedAt", "error") if key in kept}
+        kept = {key: kept[key] for key in ("correlationId", "messageId", "status", "completedAt", "traceparent", "error")
+                if key in kept}
     return kept
 
 
@@ -180,7 +184,22 @@ class QueuedRequestProcessor:
         self._time_budget = time_budget
 
     def process(self, message: QueuedMessage) -> str:
-        """Carry out one message; returns the terminal state published, or raises `RetryLater`."""
+        """Carry out one message; returns the terminal state published, or raises `RetryLater`.
+
+        Traced as a CONSUMER span, the child of the message's `traceparent` when it has one;
+        the result message carries the span's own `traceparent`, so one trace runs from the
+        enqueuer to whoever reads the result."""
+        with telemetry.queue_message_span(self._requests_queue, message.id, message.dequeue_count,
+                                          _traceparent_of(message.body)):
+            try:
+                outcome = self._process(message)
+            except RetryLater as retry:
+                telemetry.record_queue_outcome(self._requests_queue, "failed" if retry.final else "retried")
+                raise
+            telemetry.record_queue_outcome(self._requests_queue, outcome)
+            return outcome
+
+    def _process(self, message: QueuedMessage) -> str:
         payload: Any = None
         try:
             settings = self._settings()
@@ -253,7 +272,22 @@ def _header(message: QueuedMessage, correlation_id: str | None, status: str) -> 
         "status": status,
         "completedAt": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     })
+    traceparent = telemetry.current_traceparent()
+    if traceparent is not None:
+        header["traceparent"] = traceparent
     return header
+
+
+def _traceparent_of(body: bytes) -> str | None:
+    """The enqueuer's W3C `traceparent` field, read before the message is validated: a
+    message rejected for any reason is still traced where it came from."""
+    if len(body) > MAX_TRACED_MESSAGE_BYTES:
+        return None
+    try:
+        payload = decode_message(body, max_bytes=MAX_TRACED_MESSAGE_BYTES)
+    except Problem:
+        return None
+    return telemetry.valid_traceparent(payload.get("traceparent")) if isinstance(payload, dict) else None
 
 
 def _completed(message: QueuedMessage, command: OptOutCommand, report: OperationReport) -> dict[str, Any]:

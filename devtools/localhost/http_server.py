@@ -1,5 +1,13 @@
 """Serves HTTP-triggered functions like the Functions host: routing under the route
-prefix, function keys by auth level, `func.HttpRequest` in, `func.HttpResponse` out."""
+prefix, function keys by auth level, `func.HttpRequest` in, `func.HttpResponse` out.
+
+Every `make run` user runs it, so it is bounded like a server (`HttpLimits`): the route and
+key are checked from the head before any body is read, framing is read one way only (RFC
+9112: chunked decoded, Content-Length beside Transfer-Encoding refused), the head, body and
+idle waits are deadlines, and connections (one thread each) are capped. It stays on the
+standard library's `http.server`: WSGI servers such as waitress read and buffer the whole
+body before the application runs, which would undo the authentication-first rule.
+"""
 
 from __future__ import annotations
 

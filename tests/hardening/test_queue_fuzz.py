@@ -47,6 +47,8 @@ fields = st.fixed_dictionaries(
         "region": st.one_of(st.sampled_from(["US", "gb", "XX"]), hostile_text),
         "reason": st.one_of(st.sampled_from(["ticket 4711", "ü ok", "r" * 500]), hostile_text, json_values),
         "correlationId": st.one_of(st.sampled_from(["4711", "ticket-4711", "a.b:c_d"]), hostile_text, json_values),
+        "traceparent": st.one_of(st.just("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+                                 hostile_text, json_values),
     },
 )
 extra_fields = st.dictionaries(hostile_text, json_values, max_size=3)

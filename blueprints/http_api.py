@@ -15,7 +15,7 @@ from optouts.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from optouts.openapi import BASE_PATH
 from optouts.problems import Problem, validation_problem
 
-from .openapi_api import public_origin
+from .openapi_api import FORWARDED_VARY, public_origin
 from .responses import guarded, json_response, problem_response, require_json, require_query
 
 blueprint = func.Blueprint()
@@ -107,7 +107,7 @@ def get_opt_out_history(req: func.HttpRequest, trace_id: str) -> func.HttpRespon
     body: dict[str, object] = {"value": [record.to_dict() for record in page.records]}
     if page.continuation_token is not None:
         body["nextLink"] = _next_link(req, e164, sender, top, page.continuation_token)
-    return json_response(body, trace_id=trace_id)
+    return json_response(body, trace_id=trace_id, headers={"Vary": FORWARDED_VARY})
 
 
 def _page_size(raw: str | None) -> int:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import azure.functions as func
 
-from optouts.config import QueueSettings
+from optouts import runtime
+from optouts.config import requests_queue_name
 
 blueprint = func.Blueprint()
 
@@ -40,12 +41,17 @@ def _host_json_max_dequeue_count() -> int:
 @blueprint.function_name("ProcessOptOutRequest")
 @blueprint.queue_trigger(
     arg_name="msg",
-    queue_name=QueueSettings.from_environ().requests_queue,
+    queue_name=requests_queue_name(),
     connection="AzureWebJobsStorage",
 )
 def process_opt_out_request(msg: func.QueueMessage) -> None:
-    from optouts.queued_requests import QueuedMessage
-    from optouts.runtime import get_queue_processor
+    reason = runtime.process_queue_message(msg.id or "", msg.get_body(), msg.dequeue_count or 1, max_dequeue_count())
+    if reason is not None:
+        # Raising is how a queue function asks the host for a redelivery: an expected outcome,
+        # already logged in one line by the processor. Raised here so that the stack the host
+        # logs with it is this one frame, not the processor's internals.
+        raise Redelivery(reason)
 
-    processor = get_queue_processor(max_dequeue_count())
-    processor.process(QueuedMessage(id=msg.id or "", body=msg.get_body(), dequeue_count=msg.dequeue_count or 1))
+
+class Redelivery(Exception):
+    """The message is to be delivered again (or, on its last delivery, moved to poison)."""

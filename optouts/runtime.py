@@ -1,27 +1,118 @@
-"""One service per worker process, built lazily from app settings.
+"""The composition root: one service per worker process, built lazily from app settings.
 
-Building is deferred to the first call so that `import function_app` stays light
-(cold start) and a broken setting is reported as an answer, not a crash at import.
+This is the one place where imports are deferred. `import function_app` (indexing the app,
+cold start) loads the blueprints, which import only light modules plus this one; the heavy
+side (azure-core and the ACS client, phonenumbers, the Storage SDKs) is imported here, by
+the getters and factories below, when the first request needs it. Building lazily also
+means a broken setting is reported as an answer, not as a crash at import.
+`start`, called when the app is indexed, logs every settings problem at once and sets up
+telemetry (optouts.telemetry); it never raises.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .config import AuthMode, QueueSettings, Settings, SettingsError
+from .config import AuthMode, QueueSettings, Settings, SettingsError, all_problems
+from .problems import Problem, validation_problem
 
 if TYPE_CHECKING:
-    from .acs import OptOutsClient
-    from .audit import AuditTrail
+    from .acs.client import OptOutsClient
+    from .audit import AuditContext, AuditTrail, HistoryPage
     from .queued_requests import QueuedRequestProcessor
+    from .readiness import ReadinessProbe
     from .service import OptOutService
 
+_logger = logging.getLogger("optouts.startup")
+_http_logger = logging.getLogger("optouts.http")
 _lock = threading.Lock()
 _settings: Settings | None = None
 _service: "OptOutService | None" = None
 _processor: "QueuedRequestProcessor | None" = None
 _audit_trail: "AuditTrail | None" = None
+_readiness: "ReadinessProbe | None" = None
+_telemetry: str | None = None
+
+
+def start(environ: Mapping[str, str] | None = None) -> list[SettingsError]:
+    """At indexing: quiet the Azure SDK loggers, install the telemetry exporter (once per
+    process), and log one error per settings problem. Returns the problems; never raises,
+    so a broken setting leaves the app indexed and answering 503 with the reason."""
+    env = os.environ if environ is None else environ
+    global _telemetry
+    with _lock:
+        if _telemetry is None:
+            _telemetry = _configure_telemetry(env)
+    problems = all_problems(env)
+    for problem in problems:
+        _logger.error("startup: %s", problem)
+    return problems
+
+
+def _configure_telemetry(env: Mapping[str, str]) -> str:
+    from . import telemetry
+
+    telemetry.quiet_azure_sdk(env)
+    choice = telemetry.exporter_choice(env)
+    try:
+        if choice == "azure-monitor":
+            _configure_azure_monitor(env)
+        elif choice == "console":
+            _configure_console()
+    except Exception as error:  # telemetry must never keep the app from starting
+        _logger.error("startup: telemetry (%s) could not be configured: %s", choice, type(error).__name__)
+        return "failed"
+    return choice
+
+
+def _configure_azure_monitor(env: Mapping[str, str]) -> None:
+    # Imported here only: the distro takes most of a second to import, paid only where it is used.
+    from azure.identity import ManagedIdentityCredential
+    from azure.monitor.opentelemetry import configure_azure_monitor
+    from opentelemetry.sdk.resources import Resource
+
+    from . import telemetry
+
+    entra, client_id = telemetry.monitor_client_id(env)
+    # The Functions host already ships the worker's log lines to Application Insights; the
+    # distro reads only this variable for it (its disable_logging argument is overridden).
+    os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
+    configure_azure_monitor(
+        connection_string=env["APPLICATIONINSIGHTS_CONNECTION_STRING"].strip(),
+        # Infra disables local (instrumentation key) auth: the app's managed identity signs in.
+        credential=ManagedIdentityCredential(client_id=client_id) if entra else None,
+        resource=Resource.create({"service.name": telemetry.SERVICE_NAME}),
+        instrumentation_options={
+            # Storage and Key Vault calls are traced through azure-core; the plain HTTP
+            # instrumentations would trace the same calls a second time.
+            "requests": {"enabled": False}, "urllib": {"enabled": False}, "urllib3": {"enabled": False},
+            "httpx": {"enabled": False}, "django": {"enabled": False}, "fastapi": {"enabled": False},
+            "flask": {"enabled": False}, "psycopg2": {"enabled": False},
+        },
+    )
+
+
+def _configure_console() -> None:
+    """OPTOUT_TELEMETRY_CONSOLE=true, for local runs: spans as they end, metrics every minute."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    from . import telemetry
+
+    resource = Resource.create({"service.name": telemetry.SERVICE_NAME})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(tracer_provider)
+    reader = PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=60_000)
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
 
 
 def get_settings() -> Settings:
@@ -41,7 +132,7 @@ def get_service() -> "OptOutService":
         audit_trail = get_audit_trail() if settings.audit_writes else None
         with _lock:
             if _service is None:
-                from .acs import CredentialUnavailableError
+                from .acs.errors import CredentialUnavailableError
                 from .service import OptOutService, credentials_unavailable
 
                 try:
@@ -94,19 +185,81 @@ def get_queue_processor(max_dequeue_count: int) -> "QueuedRequestProcessor":
     return _processor
 
 
+def process_queue_message(message_id: str, body: bytes, dequeue_count: int, max_dequeue_count: int) -> str | None:
+    """Carry out one queued request (see `QueuedRequestProcessor.process`): None once its
+    terminal state is published, else why the host should deliver it again."""
+    from .queued_requests import QueuedMessage, RetryLater
+
+    message = QueuedMessage(id=message_id, body=body, dequeue_count=dequeue_count)
+    try:
+        get_queue_processor(max_dequeue_count).process(message)
+    except RetryLater as retry:
+        return str(retry)
+    return None
+
+
+def http_audit_context(headers: Mapping[str, str], trace_id: str) -> "AuditContext":
+    """Who is asking, for the audit trail, from an HTTP request's headers."""
+    from .audit import http_context
+
+    return http_context(headers, trace_id)
+
+
+def read_history(sender: str, raw_number: str, region: str, top: int,
+                 continuation_token: str | None) -> "tuple[str, HistoryPage]":
+    """(the number in E.164, one page of its audit records); a Problem for a number that is
+    not one, a token this API did not issue, or an audit table that cannot be read."""
+    from azure.core.exceptions import AzureError
+
+    from .audit import InvalidContinuationToken, describe_error
+    from .phone import InvalidNumber, normalize
+
+    number = normalize(raw_number, region)
+    if isinstance(number, InvalidNumber):
+        raise validation_problem({"phoneNumber": [number.message]}, code=number.code)
+    try:
+        page = get_audit_trail().history(sender, number.e164, top=top, continuation_token=continuation_token)
+    except InvalidContinuationToken as error:
+        raise validation_problem({"continuationToken": [str(error)]}) from None
+    except AzureError as error:
+        _http_logger.error("audit history unavailable: %s", describe_error(error))
+        raise Problem(503, "AuditUnavailable", "Audit trail unavailable",
+                      "the audit trail could not be read; retry later", retry_after=30) from None
+    return number.e164, page
+
+
+def get_readiness() -> "ReadinessProbe":
+    global _readiness
+    if _readiness is None:
+        with _lock:
+            if _readiness is None:
+                from .readiness import ReadinessProbe, storage_check
+
+                _readiness = ReadinessProbe(
+                    environ=lambda: os.environ,
+                    settings=get_settings,
+                    service=get_service,
+                    storage_check=storage_check(QueueSettings.from_environ),
+                )
+    return _readiness
+
+
 def build_client(settings: Settings) -> "OptOutsClient":
-    from .acs import InvalidConnectionStringError, OptOutsClient
+    from .acs.client import OptOutsClient
+    from .acs.credentials import InvalidConnectionStringError
+    from .acs.errors import InsecureEndpointError
 
     options = {
         "api_version": settings.api_version,
         "max_concurrency": settings.max_concurrency,
         "time_budget": settings.time_budget_seconds,
+        "allow_insecure_http": settings.allow_insecure_http,
     }
     if settings.auth_mode is AuthMode.CONNECTION_STRING:
         assert settings.acs_connection_string is not None
         try:
             return OptOutsClient.from_connection_string(settings.acs_connection_string, **options)
-        except InvalidConnectionStringError as error:
+        except (InvalidConnectionStringError, InsecureEndpointError) as error:
             raise SettingsError("ACS_CONNECTION_STRING", str(error)) from None
     if settings.auth_mode is AuthMode.MANAGED_IDENTITY:
         from .identity import gateway_credential
@@ -114,22 +267,28 @@ def build_client(settings: Settings) -> "OptOutsClient":
         assert settings.acs_endpoint is not None
         if not settings.acs_endpoint.lower().startswith(("https://", "http://")):
             raise SettingsError("ACS_ENDPOINT", "must start with https://")
-        return OptOutsClient(
-            settings.acs_endpoint,
-            gateway_credential(),
-            allow_insecure_bearer=settings.allow_insecure_bearer,
-            **options,
-        )
+        try:
+            return OptOutsClient(
+                settings.acs_endpoint,
+                gateway_credential(),
+                allow_insecure_bearer=settings.allow_insecure_bearer,
+                **options,
+            )
+        except InsecureEndpointError as error:
+            raise SettingsError("ACS_ENDPOINT", str(error)) from None
     from .keyvault import build_key_vault_client
 
-    return build_key_vault_client(settings, **options)
+    try:
+        return build_key_vault_client(settings, **options)
+    except InsecureEndpointError as error:
+        raise SettingsError("ACS_CONNECTION_STRING_SECRET_NAME", f"the secret's {error}") from None
 
 
 def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
-    global _settings, _service, _processor, _audit_trail
+    global _settings, _service, _processor, _audit_trail, _readiness
     with _lock:
-        service, _service, _settings, _processor = _service, None, None, None
+        service, _service, _settings, _processor, _readiness = _service, None, None, None, None
         audit_trail, _audit_trail = _audit_trail, None
     if service is not None:
         service.client.close()

@@ -62,6 +62,8 @@ param awsDescribeOptedOutNumbersRps string
 param awsDescribePhoneNumbersRps string
 @description('Instances that may call AWS at once: each paces itself to 1/awsMaxInstances of the quotas.')
 param awsMaxInstances int
+@description('IPs or CIDR ranges of the proxies (Front Door, Application Gateway, API Management) whose X-Forwarded-Host/-Proto the gateway believes; empty believes none.')
+param trustedForwarders string = ''
 
 // Settings that do not depend on how ACS is reached.
 var commonSettings = {
@@ -81,6 +83,8 @@ var commonSettings = {
   ACS_API_VERSION: acsApiVersion
   // Bearer tokens over plain http are for the local emulator only; pinned off in Azure.
   ACS_ALLOW_INSECURE_BEARER: 'false'
+  // Opt-out bodies are personal data: a plain-http ACS endpoint is refused in Azure.
+  ACS_ALLOW_INSECURE_HTTP: 'false'
 
   OPTOUT_DEFAULT_SENDER: defaultSender
   OPTOUT_ALLOWED_SENDERS: allowedSenders
@@ -110,6 +114,7 @@ var commonSettings = {
   OPTOUT_AWS_RPS_DESCRIBE_OPTED_OUT_NUMBERS: awsDescribeOptedOutNumbersRps
   OPTOUT_AWS_RPS_DESCRIBE_PHONE_NUMBERS: awsDescribePhoneNumbersRps
   OPTOUT_AWS_MAX_INSTANCES: string(awsMaxInstances)
+  OPTOUT_TRUSTED_FORWARDERS: trustedForwarders
 }
 
 // Exactly one way to reach ACS per mode; the code picks its mode from which of these

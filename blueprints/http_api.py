@@ -17,7 +17,7 @@ _logger = logging.getLogger("optouts.http")
 def _bulk(action: str, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     # Imported on first use: the client's dependencies are not needed to index the app (cold start).
     from optouts.acs.models import Operation
-    from optouts.audit import http_context
+    from optouts.callers import http_context
     from optouts.commands import decode_json, parse_command
     from optouts.runtime import get_service, get_settings
 
@@ -25,7 +25,8 @@ def _bulk(action: str, req: func.HttpRequest, trace_id: str) -> func.HttpRespons
     settings = get_settings()
     payload = decode_json(req.get_body(), max_bytes=settings.max_body_bytes)
     command = parse_command(payload, settings, action=Operation(action))
-    report = get_service().execute(command, audit=http_context(req.headers, trace_id))
+    audit = http_context(req.headers, trace_id, verified_headers=settings.app_service_auth)
+    report = get_service().execute(command, audit=audit)
     return json_response(report.to_dict(), trace_id=trace_id)
 
 
@@ -55,7 +56,7 @@ def check_opt_outs(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
 @guarded
 def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     from optouts.acs.models import Operation
-    from optouts.audit import http_context
+    from optouts.callers import http_context
     from optouts.commands import OptOutCommand, is_known_region, resolve_sender
     from optouts.problems import validation_problem
     from optouts.runtime import get_service, get_settings
@@ -72,7 +73,8 @@ def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpRespons
         sender=resolve_sender((req.params.get("sender") or "").strip() or None, settings),
         region=region,
     )
-    report = get_service().execute(command, audit=http_context(req.headers, trace_id))
+    audit = http_context(req.headers, trace_id, verified_headers=settings.app_service_auth)
+    report = get_service().execute(command, audit=audit)
     result = report.results[0]
     if result.status == "invalid" and result.error is not None:
         raise validation_problem({"phoneNumber": [result.error.message]}, code=result.error.code)

@@ -23,6 +23,13 @@ DEFAULT_RESULTS_QUEUE = "optout-results"
 DEFAULT_RESULTS_CONTAINER = "optout-results"
 DEFAULT_QUEUE_TIME_BUDGET_SECONDS = 20.0
 DEFAULT_AUDIT_TABLE = "optoutaudit"
+DEFAULT_AUDIT_CONTAINER = "optout-operations"
+DEFAULT_AUDIT_INDEX_QUEUE = "optout-audit-index"
+DEFAULT_AUDIT_RECONCILE_SECONDS = 300.0
+#: Storage queues hide a message for at most 7 days.
+MAX_AUDIT_RECONCILE_SECONDS = 7 * 24 * 3600.0
+#: The storage connection the Functions host, the queues and the audit trail share.
+STORAGE_CONNECTION = "AzureWebJobsStorage"
 
 KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
 
@@ -62,6 +69,14 @@ class Settings:
     audit_table: str
     audit_checks: bool
     audit_writes: bool
+    audit_container: str
+    audit_index_queue: str
+    audit_reconcile_seconds: float
+    #: Whether AzureWebJobsStorage is set at all: without it the audit trail is disabled.
+    audit_storage_configured: bool
+    #: WEBSITE_AUTH_ENABLED, set by App Service when its authentication runs in front of the
+    #: app: only then are the X-MS-CLIENT-PRINCIPAL-* headers the platform's, not the caller's.
+    app_service_auth: bool
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -96,6 +111,7 @@ class Settings:
             )
 
         default_sender = _text(env, "OPTOUT_DEFAULT_SENDER")
+        audit = AuditStorageSettings.from_environ(env)
         allowed = _csv(env, "OPTOUT_ALLOWED_SENDERS")
         if not allowed and default_sender is not None:
             allowed = frozenset({default_sender})
@@ -116,10 +132,24 @@ class Settings:
             max_concurrency=int(_number(env, "OPTOUT_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, minimum=1)),
             max_body_bytes=int(_number(env, "OPTOUT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1024)),
             time_budget_seconds=_number(env, "OPTOUT_TIME_BUDGET_SECONDS", DEFAULT_TIME_BUDGET_SECONDS, minimum=1),
-            audit_table=_text(env, "OPTOUT_AUDIT_TABLE") or DEFAULT_AUDIT_TABLE,
+            audit_table=audit.table,
             audit_checks=_flag(env, "OPTOUT_AUDIT_CHECKS"),
             audit_writes=_flag(env, "OPTOUT_AUDIT_WRITES", default=True),
+            audit_container=audit.container,
+            audit_index_queue=audit.index_queue,
+            audit_reconcile_seconds=audit.reconcile_seconds,
+            audit_storage_configured=storage_configured(STORAGE_CONNECTION, env),
+            app_service_auth=_flag(env, "WEBSITE_AUTH_ENABLED"),
         )
+
+    @property
+    def audit_disabled_reason(self) -> str | None:
+        """Why changes are not audited, or None when they are (decided once, from settings)."""
+        if not self.audit_writes:
+            return "OPTOUT_AUDIT_WRITES is false"
+        if not self.audit_storage_configured:
+            return f"{STORAGE_CONNECTION} is not configured"
+        return None
 
     def describe(self) -> dict[str, object]:
         """What /api/health may show: the configuration's shape, never a secret."""
@@ -133,7 +163,34 @@ class Settings:
             "defaultRegion": self.default_region,
             "maxNumbers": self.max_numbers,
             "maxConcurrency": self.max_concurrency,
+            "audit": {
+                "enabled": self.audit_disabled_reason is None,
+                "disabledReason": self.audit_disabled_reason,
+                "checks": self.audit_checks,
+                "verifiedCallers": self.app_service_auth,
+            },
         }
+
+
+@dataclass(frozen=True)
+class AuditStorageSettings:
+    """Where the audit trail lives; all the indexer needs (it never reaches ACS)."""
+
+    table: str
+    container: str
+    index_queue: str
+    reconcile_seconds: float
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "AuditStorageSettings":
+        env = os.environ if environ is None else environ
+        return cls(
+            table=_text(env, "OPTOUT_AUDIT_TABLE") or DEFAULT_AUDIT_TABLE,
+            container=_text(env, "OPTOUT_AUDIT_CONTAINER") or DEFAULT_AUDIT_CONTAINER,
+            index_queue=audit_index_queue_name(env),
+            reconcile_seconds=_bounded_number(env, "OPTOUT_AUDIT_RECONCILE_SECONDS", DEFAULT_AUDIT_RECONCILE_SECONDS,
+                                              minimum=1, maximum=MAX_AUDIT_RECONCILE_SECONDS),
+        )
 
 
 @dataclass(frozen=True)
@@ -159,6 +216,21 @@ class QueueSettings:
         )
 
 
+def audit_index_queue_name(environ: Mapping[str, str] | None = None) -> str:
+    """The indexer's queue; read when the functions are indexed, so a module-level call."""
+    env = os.environ if environ is None else environ
+    return _text(env, "OPTOUT_AUDIT_INDEX_QUEUE") or DEFAULT_AUDIT_INDEX_QUEUE
+
+
+def storage_configured(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a Functions-style storage connection `name` is set in any of its shapes."""
+    env = os.environ if environ is None else environ
+    if _text(env, name) is not None:
+        return True
+    prefix = f"{name}__"
+    return any(key.startswith(prefix) and str(value).strip() for key, value in env.items())
+
+
 def _text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
@@ -175,6 +247,13 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     if value in {"0", "false", "no"}:
         return False
     raise SettingsError(name, "must be true or false")
+
+
+def _bounded_number(env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float) -> float:
+    value = _number(env, name, default, minimum=minimum)
+    if value > maximum:
+        raise SettingsError(name, f"must be at most {maximum:g}")
+    return value
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:

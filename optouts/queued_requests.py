@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .audit import queue_context
+from .callers import queue_context
 from .commands import OptOutCommand, decode_json, parse_command
 from .config import DEFAULT_REQUESTS_QUEUE, Settings, SettingsError
 from .problems import Problem

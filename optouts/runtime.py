@@ -9,11 +9,12 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .config import AuthMode, QueueSettings, Settings, SettingsError
+from .config import AuditStorageSettings, AuthMode, QueueSettings, Settings, SettingsError
 
 if TYPE_CHECKING:
     from .acs import OptOutsClient
-    from .audit import AuditTrail
+    from .audit import AuditStorage, AuditTrail
+    from .audit_index import AuditIndexer
     from .queued_requests import QueuedRequestProcessor
     from .service import OptOutService
 
@@ -22,6 +23,7 @@ _settings: Settings | None = None
 _service: "OptOutService | None" = None
 _processor: "QueuedRequestProcessor | None" = None
 _audit_trail: "AuditTrail | None" = None
+_audit_indexer: "AuditIndexer | None" = None
 
 
 def get_settings() -> Settings:
@@ -38,7 +40,7 @@ def get_service() -> "OptOutService":
     if _service is None:
         settings = get_settings()
         # Before taking the lock, which get_audit_trail takes itself.
-        audit_trail = get_audit_trail() if settings.audit_writes else None
+        audit_trail = get_audit_trail()
         with _lock:
             if _service is None:
                 from .acs import CredentialUnavailableError
@@ -54,18 +56,42 @@ def get_service() -> "OptOutService":
 
 
 def get_audit_trail() -> "AuditTrail":
-    """The audit trail; its table client is built on first write, so a storage setting
-    that is missing shows up as failed audit records, not as a failed operation."""
+    """The audit trail. Whether it is enabled is decided once, from the settings: with
+    OPTOUT_AUDIT_WRITES=false it only reads; with no AzureWebJobsStorage it is disabled."""
     global _audit_trail
     if _audit_trail is None:
         settings = get_settings()
         with _lock:
             if _audit_trail is None:
-                from .audit import AuditTrail, table_client
+                from .audit import AuditTrail
 
-                _audit_trail = AuditTrail(lambda: table_client(settings.audit_table),
-                                          include_checks=settings.audit_checks)
+                storage = _audit_storage(settings) if settings.audit_storage_configured else None
+                _audit_trail = AuditTrail(storage, include_checks=settings.audit_checks,
+                                          reconcile_delay=settings.audit_reconcile_seconds,
+                                          disabled_reason=settings.audit_disabled_reason)
     return _audit_trail
+
+
+def get_audit_indexer() -> "AuditIndexer":
+    global _audit_indexer
+    if _audit_indexer is None:
+        # Its own settings only: a broken ACS setting must not stop indexing.
+        settings = AuditStorageSettings.from_environ()
+        with _lock:
+            if _audit_indexer is None:
+                from .audit import storage_for
+                from .audit_index import AuditIndexer
+
+                storage = storage_for(container=settings.container, table=settings.table, queue=settings.index_queue)
+                _audit_indexer = AuditIndexer(storage, reconcile_delay=settings.reconcile_seconds)
+    return _audit_indexer
+
+
+def _audit_storage(settings: Settings) -> "AuditStorage":
+    from .audit import storage_for
+
+    return storage_for(container=settings.audit_container, table=settings.audit_table,
+                       queue=settings.audit_index_queue)
 
 
 def get_queue_processor(max_dequeue_count: int) -> "QueuedRequestProcessor":
@@ -127,11 +153,14 @@ def build_client(settings: Settings) -> "OptOutsClient":
 
 def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
-    global _settings, _service, _processor, _audit_trail
+    global _settings, _service, _processor, _audit_trail, _audit_indexer
     with _lock:
         service, _service, _settings, _processor = _service, None, None, None
         audit_trail, _audit_trail = _audit_trail, None
+        indexer, _audit_indexer = _audit_indexer, None
     if service is not None:
         service.client.close()
     if audit_trail is not None:
         audit_trail.close()
+    if indexer is not None:
+        indexer.close()

@@ -34,7 +34,7 @@ from itertools import islice
 from typing import Any
 
 import orjson
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError, ServiceResponseError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
@@ -55,6 +55,7 @@ MAX_BATCH_ENTITIES = 100
 #: Storage calls an operation waits on: bounded, so a hanging account fails in seconds.
 STORAGE_TIMEOUT_SECONDS = 10.0
 AUDIT_RETRY_AFTER_SECONDS = 30
+BATCH_ATTEMPTS = 3
 #: The journal's format version, in every blob and message.
 FORMAT_VERSION = 1
 
@@ -389,7 +390,15 @@ class AuditStorage:
         """One entity-group transaction: up to 100 entities of one partition, all or none."""
         table: TableClient = self._client("table")
         operations = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in entities]
-        self._creating(lambda: table.submit_transaction(operations), table.create_table)
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            try:
+                self._creating(lambda: table.submit_transaction(operations), table.create_table)
+                return
+            except ServiceResponseError:
+                # azure-core does not retry a POST whose answer was lost (a reused connection the
+                # server had closed); a batch of upserts is idempotent, so it is sent again.
+                if attempt == BATCH_ATTEMPTS:
+                    raise
 
     def query(self, query: str, parameters: Mapping[str, str], limit: int) -> list[dict[str, Any]]:
         table: TableClient = self._client("table")

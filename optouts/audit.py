@@ -383,7 +383,10 @@ class AuditStorage:
     def send(self, message: Mapping[str, Any], *, delay_seconds: float = 0) -> None:
         queue: QueueClient = self._client("queue")
         text = orjson.dumps(message).decode("ascii")
-        self._creating(lambda: queue.send_message(text, visibility_timeout=int(delay_seconds) or None),
+        # Never expiring (time_to_live=-1): a message the indexer has not seen yet must not vanish after
+        # the default 7 days, whatever happened to the app meanwhile.
+        self._creating(lambda: queue.send_message(text, visibility_timeout=int(delay_seconds) or None,
+                                                  time_to_live=-1),
                        queue.create_queue)
 
     def upsert_batch(self, entities: Sequence[Mapping[str, Any]]) -> None:
@@ -480,9 +483,7 @@ class AuditTrail:
         self._storage = storage
         self._include_checks = include_checks
         self._reconcile_delay = reconcile_delay
-        self.disabled_reason = disabled_reason if storage is None or disabled_reason else None
-        if storage is None and self.disabled_reason is None:
-            self.disabled_reason = "no storage configured"
+        self.disabled_reason = disabled_reason or (None if storage is not None else "no storage configured")
         self._clock = clock
 
     @property

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from azure.core.exceptions import AzureError
 
+from . import telemetry
 from .audit import (
     FORMAT_VERSION,
     INDEX_BLOB,
@@ -136,6 +137,8 @@ class AuditIndexer:
             "indexedAt": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         }
         self._storage.put_blob(blob_name(intent.operation_id, INDEX_BLOB), orjson.dumps(marker), overwrite=True)
+        if outcome is not None:
+            telemetry.record_audit_lag((datetime.now(timezone.utc) - intent.accepted_at).total_seconds(), "indexed")
 
 
 def _batches(entities: Iterator[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]]]:

@@ -82,6 +82,7 @@ def test_indexed_function_metadata() -> None:
         "GetOptOutHistory": ("optouts/{phoneNumber}/history", ["GET"]),
         "Health": ("health", ["GET"]),
         "GetOperation": ("operations/{operationId}", ["GET"]),
+        "Readiness": ("health/ready", ["GET"]),
     }
     functions = registered_functions()
     for name, (route, methods) in expected.items():

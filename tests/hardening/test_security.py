@@ -70,7 +70,7 @@ WRONG_CODES = [*WRONG_KEYS, " " + KEY]
 
 def test_every_product_route_needs_a_function_key(gateway: LocalHost, http: RawClient) -> None:
     routes = product_routes(gateway)
-    assert len(routes) == 7  # remove, add, check, single check, history, health, operation record
+    assert len(routes) == 8  # remove, add, check, single check, history, health, readiness, operation record
     body = json.dumps({"phoneNumbers": ["+14255550100"]}).encode()
     for method, path in routes:
         payload = body if method == "POST" else None

@@ -9,7 +9,7 @@ import azure.functions as func
 from optouts.config import STORAGE_CONNECTION, audit_index_queue_name
 
 from .queue_api import max_dequeue_count
-from .responses import guarded, json_response
+from .responses import guarded, json_response, require_query
 
 blueprint = func.Blueprint()
 _logger = logging.getLogger("optouts.http")
@@ -25,6 +25,7 @@ def get_operation(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     from optouts.problems import Problem, validation_problem
     from optouts.runtime import get_audit_trail
 
+    require_query(req)
     operation_id = req.route_params.get("operationId", "")
     if not OPERATION_ID_PATTERN.fullmatch(operation_id):
         raise validation_problem({"operationId": ["must be an operation id as an answer's audit object gives it"]})

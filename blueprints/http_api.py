@@ -8,6 +8,7 @@ import azure.functions as func
 
 from optouts.problems import Problem
 
+from .openapi_api import FORWARDED_VARY
 from .responses import guarded, json_response, problem_response, require_json, require_query
 
 blueprint = func.Blueprint()
@@ -131,7 +132,7 @@ def get_opt_out_history(req: func.HttpRequest, trace_id: str) -> func.HttpRespon
     body: dict[str, object] = {"value": [record.to_dict() for record in page.records]}
     if page.continuation_token is not None:
         body["nextLink"] = _next_link(req, number.e164, sender, top, page.continuation_token)
-    return json_response(body, trace_id=trace_id)
+    return json_response(body, trace_id=trace_id, headers={"Vary": FORWARDED_VARY})
 
 
 def _page_size(raw: str | None) -> int:

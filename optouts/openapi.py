@@ -404,7 +404,9 @@ def _request_schema() -> dict[str, Any]:
                 "x-nullable": True,
                 "x-ms-summary": "Reason",
                 "x-ms-visibility": "advanced",
-                "description": "Free text kept in the audit trail, such as a ticket number.",
+                "description": "Free text kept in the audit trail, such as a ticket number: at most "
+                               f"{MAX_REASON_LENGTH} printable characters, no line breaks, tabs or other control "
+                               "characters (refused with 400 otherwise).",
             },
         },
     }
@@ -669,7 +671,8 @@ def _audit_record_schema() -> dict[str, Any]:
         **_caller_properties(),
         "channel": {"type": "string", "enum": ["http", "queue"], "x-ms-summary": "Channel",
                     "description": "How the request arrived: http or queue."},
-        "correlationId": text("Correlation id", "The trace id of the HTTP request or the queue correlationId."),
+        "correlationId": text("Correlation id", "The trace id of the HTTP request or the queue message's "
+                              "correlationId (1 to 128 of A-Z a-z 0-9 . _ : -), else its message id."),
         "traceId": text("Trace id", "The HTTP request's W3C trace id.", nullable=True),
         "reason": text("Reason", "The reason the caller gave.", nullable=True),
     }

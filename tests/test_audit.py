@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -287,6 +288,59 @@ def test_history_pages_newest_first_with_next_links(audit_env: dict[str, str], a
     bad = call("GetOptOutHistory", method="GET", route_params={"phoneNumber": NUMBER},
                params={"continuationToken": "x' or PartitionKey ne '"})
     assert_problem(bad, 400, "ValidationFailed")
+
+
+def test_history_next_links_are_absolute_and_never_carry_the_key(audit_env: dict[str, str], azurite: Azurite) -> None:
+    trace_ids = []
+    for n in range(5):
+        action = "AddOptOuts" if n % 2 else "RemoveOptOuts"
+        response = call(action, body={"phoneNumbers": [NUMBER], "reason": f"step {n}"})
+        trace_ids.append(response.headers["x-trace-id"])
+    call("AddOptOuts", body={"phoneNumbers": [OTHER_NUMBER]})  # another number: never in NUMBER's pages
+    drain_index(azurite, audit_env["queue"])
+    seen: list[dict] = []
+    params = {"top": "2"}
+    for _ in range(10):  # bounded: 5 records in pages of 2 need 3
+        page = history(NUMBER, **params)
+        seen += page["value"]
+        if "nextLink" not in page:
+            break
+        link = urlsplit(page["nextLink"])
+        assert (link.scheme, link.netloc, link.path) == ("http", "127.0.0.1:7071", "/api/optouts/%2B14255550142/history")
+        assert "code" not in parse_qs(link.query)  # the function key is never echoed
+        params = {name: values[0] for name, values in parse_qs(link.query).items()}
+        assert params["sender"] == SENDER and params["top"] == "2"
+    assert [r["correlationId"] for r in seen] == trace_ids[::-1]
+    assert [r["reason"] for r in seen] == [f"step {n}" for n in range(4, -1, -1)]
+
+
+def test_history_next_link_names_the_public_host(audit_env: dict[str, str], azurite: Azurite,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPTOUT_TRUSTED_FORWARDERS", "10.0.0.0/24")  # the proxy, as App Service saw it
+    for _ in range(2):
+        call("AddOptOuts", body={"phoneNumbers": [NUMBER]})
+    drain_index(azurite, audit_env["queue"])
+    response = call("GetOptOutHistory", method="GET", route_params={"phoneNumber": "(425) 555-0142"},
+                    params={"top": "1"},
+                    headers={"X-Forwarded-Host": "optouts.contoso.com", "X-Forwarded-Proto": "https",
+                             "X-Forwarded-For": "203.0.113.9, 10.0.0.4:50123"})
+    assert body_of(response)["nextLink"].startswith("https://optouts.contoso.com/api/optouts/%2B14255550142/history?")
+
+
+def test_history_refuses_bad_input(audit_env: dict[str, str]) -> None:
+    def get(phone_number: str, **params: str):  # noqa: ANN202 - a response
+        return call("GetOptOutHistory", method="GET", route_params={"phoneNumber": phone_number}, params=params)
+
+    assert "phoneNumber" in assert_problem(get("not a number"), 400)["errors"]
+    assert_problem(get(NUMBER, sender="+18005559999"), 403, "SenderNotAllowed")
+    for top in ("0", "501", "ten", "-1", "\u0663", "1.5"):
+        assert "top" in assert_problem(get(NUMBER, top=top), 400, "ValidationFailed")["errors"]
+    well_formed = "2516069451093398339_" + "a" * 32
+    for token in ("%%%", "bm90IGpzb24", "' or 1 eq 1 or '", "2516069451093398339_" + "X" * 32, "x" * 3000,
+                  " ", f" {well_formed}", f"{well_formed}\n", "\u0662" * 19 + "_" + "a" * 32):
+        assert "continuationToken" in assert_problem(get(NUMBER, continuationToken=token), 400)["errors"]
+    assert get(NUMBER, continuationToken="").status_code == 200  # empty: the first page
+    assert get(NUMBER, continuationToken=well_formed).status_code == 200
 
 
 def test_operation_ids_are_validated_and_unknown_ones_are_404(audit_env: dict[str, str]) -> None:

@@ -53,6 +53,9 @@ param secretCacheSeconds int
 param acsApiVersion string
 param auditChecks bool
 
+@description('IPs or CIDR ranges of the proxies (Front Door, Application Gateway, API Management) whose X-Forwarded-Host/-Proto the gateway believes; empty believes none.')
+param trustedForwarders string = ''
+
 // Settings that do not depend on how ACS is reached.
 var commonSettings = {
   // Identity-based connection for the Functions host and for optouts/storage.py:
@@ -91,6 +94,7 @@ var commonSettings = {
   OPTOUT_AUDIT_RECONCILE_SECONDS: string(auditReconcileSeconds)
   // WEBSITE_AUTH_ENABLED is not set here: App Service sets it when its authentication runs,
   // and only then does the audit trail treat X-MS-CLIENT-PRINCIPAL-* as verified.
+  OPTOUT_TRUSTED_FORWARDERS: trustedForwarders
 }
 
 // Exactly one way to reach ACS per mode; the code picks its mode from which of these

@@ -41,13 +41,17 @@ from azure.storage.queue import QueueClient
 
 from .callers import AuditContext
 from .config import STORAGE_CONNECTION, SettingsError
+from .limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OPERATION_ID_REGEX  # noqa: F401 - part of this module's interface
+from .problems import Problem
+from .storage import blob_container_client, connection_string, identity_credential, queue_client, service_url, transport_options
+
+from .callers import AuditContext
+from .config import STORAGE_CONNECTION, SettingsError
 from .problems import Problem
 from .storage import blob_container_client, connection_string, identity_credential, queue_client, service_url, transport_options
 
 _logger = logging.getLogger(__name__)
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 #: Fixed for the life of a table: readers find a number's partition from it.
 HISTORY_BUCKETS = 16
 #: Table Storage's limit on one entity-group transaction.
@@ -63,7 +67,7 @@ INTENT_BLOB = "intent.json"
 OUTCOME_BLOB = "outcome.json"
 INDEX_BLOB = "index.json"
 
-OPERATION_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+OPERATION_ID_PATTERN = re.compile(OPERATION_ID_REGEX)
 #: A continuation token is the part of the last RowKey after the number's hash.
 _CONTINUATION_PATTERN = re.compile(r"[0-9]{19}_[0-9a-f]{32}")
 _HASH_LENGTH = 64

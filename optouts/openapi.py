@@ -18,10 +18,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from .audit import MAX_PAGE_SIZE, OPERATION_ID_PATTERN
 from .commands import MAX_REASON_LENGTH, MAX_SENDER_LENGTH
 from .config import DEFAULT_MAX_NUMBERS
-from .phone import MAX_INPUT_LENGTH
+from .limits import MAX_INPUT_LENGTH, MAX_PAGE_SIZE, OPERATION_ID_REGEX
 
 #: Replaced by the real app host when the connector is imported (docs/power-automate.md).
 PLACEHOLDER_HOST = "your-function-app.azurewebsites.net"
@@ -260,7 +259,7 @@ def _audit_operation_operation() -> dict[str, Any]:
             "in": "path",
             "required": True,
             "type": "string",
-            "pattern": f"^{OPERATION_ID_PATTERN.pattern}$",
+            "pattern": f"^{OPERATION_ID_REGEX}$",
             "x-ms-summary": "Operation id",
             "x-ms-visibility": "important",
             "description": "The operationId of an answer's audit object.",

@@ -45,11 +45,6 @@ from .limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OPERATION_ID_REGEX  # noqa
 from .problems import Problem
 from .storage import blob_container_client, connection_string, identity_credential, queue_client, service_url, transport_options
 
-from .callers import AuditContext
-from .config import STORAGE_CONNECTION, SettingsError
-from .problems import Problem
-from .storage import blob_container_client, connection_string, identity_credential, queue_client, service_url, transport_options
-
 _logger = logging.getLogger(__name__)
 
 #: Fixed for the life of a table: readers find a number's partition from it.

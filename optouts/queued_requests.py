@@ -29,7 +29,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 
 from . import telemetry
 from .acs.models import Operation
-from .audit import queue_context
+from .callers import queue_context
 from .commands import OptOutCommand, decode_json, is_valid_identifier, parse_command
 from .config import DEFAULT_REQUESTS_QUEUE, Settings, SettingsError
 from .logtext import log_safe

@@ -15,14 +15,16 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .config import AuthMode, QueueSettings, Settings, SettingsError, all_problems
+from .config import AuditStorageSettings, AuthMode, QueueSettings, Settings, SettingsError, all_problems
 from .problems import Problem, validation_problem
 
 if TYPE_CHECKING:
     from .acs.client import OptOutsClient
-    from .audit import AuditContext, AuditTrail, HistoryPage
+    from .audit import AuditStorage, AuditTrail, HistoryPage
+    from .audit_index import AuditIndexer
+    from .callers import AuditContext
     from .queued_requests import QueuedRequestProcessor
     from .readiness import ReadinessProbe
     from .service import OptOutService
@@ -34,6 +36,7 @@ _settings: Settings | None = None
 _service: "OptOutService | None" = None
 _processor: "QueuedRequestProcessor | None" = None
 _audit_trail: "AuditTrail | None" = None
+_audit_indexer: "AuditIndexer | None" = None
 _readiness: "ReadinessProbe | None" = None
 _telemetry: str | None = None
 
@@ -129,7 +132,7 @@ def get_service() -> "OptOutService":
     if _service is None:
         settings = get_settings()
         # Before taking the lock, which get_audit_trail takes itself.
-        audit_trail = get_audit_trail() if settings.audit_writes else None
+        audit_trail = get_audit_trail()
         with _lock:
             if _service is None:
                 from .acs.errors import CredentialUnavailableError
@@ -145,18 +148,42 @@ def get_service() -> "OptOutService":
 
 
 def get_audit_trail() -> "AuditTrail":
-    """The audit trail; its table client is built on first write, so a storage setting
-    that is missing shows up as failed audit records, not as a failed operation."""
+    """The audit trail. Whether it is enabled is decided once, from the settings: with
+    OPTOUT_AUDIT_WRITES=false it only reads; with no AzureWebJobsStorage it is disabled."""
     global _audit_trail
     if _audit_trail is None:
         settings = get_settings()
         with _lock:
             if _audit_trail is None:
-                from .audit import AuditTrail, table_client
+                from .audit import AuditTrail
 
-                _audit_trail = AuditTrail(lambda: table_client(settings.audit_table),
-                                          include_checks=settings.audit_checks)
+                storage = _audit_storage(settings) if settings.audit_storage_configured else None
+                _audit_trail = AuditTrail(storage, include_checks=settings.audit_checks,
+                                          reconcile_delay=settings.audit_reconcile_seconds,
+                                          disabled_reason=settings.audit_disabled_reason)
     return _audit_trail
+
+
+def get_audit_indexer() -> "AuditIndexer":
+    global _audit_indexer
+    if _audit_indexer is None:
+        # Its own settings only: a broken ACS setting must not stop indexing.
+        settings = AuditStorageSettings.from_environ()
+        with _lock:
+            if _audit_indexer is None:
+                from .audit import storage_for
+                from .audit_index import AuditIndexer
+
+                storage = storage_for(container=settings.container, table=settings.table, queue=settings.index_queue)
+                _audit_indexer = AuditIndexer(storage, reconcile_delay=settings.reconcile_seconds)
+    return _audit_indexer
+
+
+def _audit_storage(settings: Settings) -> "AuditStorage":
+    from .audit import storage_for
+
+    return storage_for(container=settings.audit_container, table=settings.audit_table,
+                       queue=settings.audit_index_queue)
 
 
 def get_queue_processor(max_dequeue_count: int) -> "QueuedRequestProcessor":
@@ -199,10 +226,30 @@ def process_queue_message(message_id: str, body: bytes, dequeue_count: int, max_
 
 
 def http_audit_context(headers: Mapping[str, str], trace_id: str) -> "AuditContext":
-    """Who is asking, for the audit trail, from an HTTP request's headers."""
-    from .audit import http_context
+    """Who is asking, for the audit trail, from an HTTP request's headers: a verified caller only
+    when App Service authentication is on (WEBSITE_AUTH_ENABLED), else what they claim."""
+    from .callers import http_context
 
-    return http_context(headers, trace_id)
+    return http_context(headers, trace_id, verified_headers=get_settings().app_service_auth)
+
+
+def read_operation(operation_id: str) -> dict[str, Any]:
+    """An operation's audit record; a Problem for an id that is not one, an operation never
+    accepted, or a journal that cannot be read."""
+    from azure.core.exceptions import AzureError
+
+    from .audit import OPERATION_ID_PATTERN, audit_unavailable_problem, describe_error
+
+    if not OPERATION_ID_PATTERN.fullmatch(operation_id):
+        raise validation_problem({"operationId": ["must be an operation id as an answer's audit object gives it"]})
+    try:
+        record = get_audit_trail().operation(operation_id)
+    except (AzureError, ValueError, KeyError, TypeError) as error:
+        _http_logger.error("audit operation record unavailable: %s", describe_error(error))
+        raise audit_unavailable_problem("the audit trail could not be read; retry later") from None
+    if record is None:
+        raise Problem(404, "OperationNotFound", "Operation not found", "no operation with this id was accepted")
+    return record
 
 
 def read_history(sender: str, raw_number: str, region: str, top: int,
@@ -286,11 +333,14 @@ def build_client(settings: Settings) -> "OptOutsClient":
 
 def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
-    global _settings, _service, _processor, _audit_trail, _readiness
+    global _settings, _service, _processor, _audit_trail, _audit_indexer, _readiness
     with _lock:
         service, _service, _settings, _processor, _readiness = _service, None, None, None, None
         audit_trail, _audit_trail = _audit_trail, None
+        indexer, _audit_indexer = _audit_indexer, None
     if service is not None:
         service.client.close()
     if audit_trail is not None:
         audit_trail.close()
+    if indexer is not None:
+        indexer.close()

@@ -25,7 +25,8 @@ from .acs import (
     RecipientOutcome,
     RecipientResult,
 )
-from .audit import AuditContext, AuditOutcome, AuditTrail, records_for
+from .audit import AuditReceipt, AuditTrail, NumberOutcome, OperationIntent
+from .callers import AuditContext
 from .commands import OptOutCommand
 from .logtext import log_safe
 from .phone import InvalidNumber, NormalizationResult, NormalizedNumber, mask, normalize
@@ -71,7 +72,7 @@ class OperationReport:
     sender: str
     results: list[NumberResult]
     #: None when the operation is not audited (a check, unless OPTOUT_AUDIT_CHECKS=true).
-    audit: AuditOutcome | None = None
+    audit: AuditReceipt | None = None
 
     @cached_property
     def summary(self) -> dict[str, int]:
@@ -110,9 +111,10 @@ class OptOutService:
         self, command: OptOutCommand, *, time_budget: float | None = None, audit: AuditContext | None = None
     ) -> OperationReport:
         """Normalize, send the valid numbers upstream, and report one result per input;
-        with an `audit` context, append what ACS was asked to the audit trail.
+        with an `audit` context, journal the operation before ACS is called and its outcome after.
 
-        Raises `Problem` (502/503) when ACS refused the gateway or failed every call.
+        Raises `Problem` (502/503) when ACS refused the gateway or failed every call, and 503
+        `AuditUnavailable` when the audit trail could not record the intent (nothing was sent).
         """
         with telemetry.operation_span(command.action.value, mask(command.sender), len(command.phone_numbers)):
             return self._execute(command, time_budget, audit)
@@ -121,9 +123,38 @@ class OptOutService:
         self, command: OptOutCommand, time_budget: float | None, audit: AuditContext | None
     ) -> OperationReport:
         normalized: list[NormalizationResult] = []
-        valid_numbers = _normalize_streaming(command, normalized)
+        trail = self._audit_trail
+        audited = audit is not None and trail is not None and trail.audits(command.action.value)
+        intent: OperationIntent | None = None
+        if audited:
+            assert trail is not None and audit is not None  # nosec B101 - narrows types
+            # Write-ahead: every number is normalized and journalled before any reaches ACS.
+            valid_numbers: Iterator[str] | list[str] = list(_normalize_streaming(command, normalized))
+            intent = trail.begin(command.action.value, command.sender, valid_numbers, audit, command.reason,
+                                 invalid_inputs=len(normalized) - len(valid_numbers))
+        else:
+            valid_numbers = _normalize_streaming(command, normalized)
         try:
-            upstream = self._client.run(command.action, command.sender, valid_numbers, time_budget=time_budget)
+            upstream = self._call_acs(command, valid_numbers, time_budget)
+        except Problem as problem:
+            if trail is not None:
+                trail.fail(intent, problem.code)
+            raise
+
+        report = OperationReport(command.action, command.sender, _merge(command, normalized, upstream))
+        self._log(report)
+        telemetry.record_numbers(command.action.value, report.summary)
+        if audited:
+            assert trail is not None  # nosec B101 - narrows types
+            answered = time.monotonic()
+            report = replace(report, audit=trail.finish(intent, _outcomes(report)))
+            telemetry.record_audit_lag(time.monotonic() - answered)
+        return report
+
+    def _call_acs(self, command: OptOutCommand, numbers: Iterator[str] | list[str],
+                  time_budget: float | None) -> list[RecipientResult]:
+        try:
+            return self._client.run(command.action, command.sender, numbers, time_budget=time_budget)
         except AcsAuthenticationError as error:
             _logger.error("ACS rejected the gateway's credentials for %s: %s", command.action.value, log_safe(error, 400))
             raise Problem(502, "AcsAuthenticationFailed", "Upstream authentication failed",
@@ -143,16 +174,6 @@ class OptOutService:
                           "Azure Communication Services is throttling or unavailable; retry later",
                           retry_after=error.retry_after or DEFAULT_RETRY_AFTER_SECONDS) from None
 
-        report = OperationReport(command.action, command.sender, _merge(command, normalized, upstream))
-        self._log(report)
-        telemetry.record_numbers(command.action.value, report.summary)
-        trail = self._audit_trail
-        if audit is not None and trail is not None and trail.audits(command.action.value):
-            answered = time.monotonic()
-            report = replace(report, audit=trail.record(records_for(command, report, audit)))
-            telemetry.record_audit_lag(time.monotonic() - answered)
-        return report
-
     def _log(self, report: OperationReport) -> None:
         summary = report.summary
         _logger.info("opt-out %s for %s: %s", report.action.value, report.sender, summary)
@@ -160,6 +181,16 @@ class OptOutService:
             failed = [mask(r.phone_number) for r in report.results if r.status == "failed" and r.phone_number]
             _logger.warning("opt-out %s failed for %d numbers, e.g. %s",
                             report.action.value, summary["failed"], failed[:_MASKED_IN_LOGS])
+
+
+def _outcomes(report: OperationReport) -> dict[str, NumberOutcome]:
+    """Each number's answer from ACS, by E.164 (a number given twice was sent once)."""
+    outcomes: dict[str, NumberOutcome] = {}
+    for result in report.results:
+        if result.phone_number is not None and result.phone_number not in outcomes:
+            outcomes[result.phone_number] = NumberOutcome(
+                result.status, result.upstream_status, result.error.code if result.error else None, result.opted_out)
+    return outcomes
 
 
 def credentials_unavailable(error: CredentialUnavailableError) -> Problem:

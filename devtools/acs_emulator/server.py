@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import auth
-from .faults import FaultConfig, FaultDice
+from .faults import RECIPIENT_ERROR_MESSAGES, FaultConfig, FaultDice
 from .stats import OPERATIONS, CallStats
 from .store import OptOutStore
 
@@ -226,8 +226,9 @@ class AcsEmulator:
             if not E164.match(number):
                 answers.append({"to": number, "httpStatusCode": 400,
                                 "errorMessage": "Invalid recipient phone number format"})
-            elif failed:
-                answers.append({"to": number, "httpStatusCode": 500, "errorMessage": "Internal server error"})
+            elif failed is not None:
+                answers.append({"to": number, "httpStatusCode": failed,
+                                "errorMessage": RECIPIENT_ERROR_MESSAGES[failed]})
             else:
                 answers.append({"to": number, "httpStatusCode": 200})
                 accepted.append(number)

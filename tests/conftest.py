@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from devtools.acs_emulator import AcsEmulator
 from optouts.acs import OptOutsClient
+
+# `make mutation` runs the property tests once per mutant: fewer examples, the same each time.
+settings.register_profile("mutation", max_examples=10, derandomize=True, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 SENDER = "+18005550100"
 OTHER_SENDER = "+18005550111"

@@ -125,3 +125,66 @@ def test_fast_path_agrees_on_every_example_number_and_takes_most() -> None:
     # Declining is always safe, so the fast path is only worth having if it usually answers.
     assert tried > 2000
     assert taken / tried > 0.6, (taken, tried)
+
+
+# Random sampling above never dials a trunk prefix; every region that has one is checked here,
+# with each of its example numbers dialled as its people dial it at home.
+def _domestic_dialling() -> list[tuple[str, str]]:
+    cases: set[tuple[str, str]] = set()
+    for region in _REGIONS:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        if metadata is None or not metadata.national_prefix:
+            continue
+        for number_type in range(phonenumbers.PhoneNumberType.UNKNOWN):
+            example = phonenumbers.example_number_for_type(region, number_type)
+            if example is None:
+                continue
+            national = phonenumbers.national_significant_number(example)
+            cases.add((phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL), region))
+            cases.add((metadata.national_prefix + national, region))
+    return sorted(cases, key=lambda case: (case[1], case[0]))
+
+
+_DOMESTIC = _domestic_dialling()
+
+
+def _what_phonenumbers_says(text: str, region: str) -> str | None:
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def test_every_region_with_a_trunk_prefix_is_dialled_domestically() -> None:
+    regions = {region for _, region in _DOMESTIC}
+    assert len(regions) > 120 and {"BY", "GB", "DE", "FR", "RU", "UA", "JP", "AU"} <= regions
+
+
+def test_domestic_dialling_with_the_trunk_prefix_agrees_with_phonenumbers() -> None:
+    disagreements = []
+    for dialled, region in _DOMESTIC:
+        result = normalize(dialled, region)
+        expected = _what_phonenumbers_says(dialled, region)
+        agrees = isinstance(result, InvalidNumber) if expected is None else result == NormalizedNumber(expected)
+        if not agrees:
+            disagreements.append((region, dialled, result, expected))
+    assert disagreements == []
+    assert len(_DOMESTIC) > 1000
+
+
+@pytest.mark.parametrize(
+    ("dialled", "region", "expected"),
+    [
+        ("8 029 123 45 67", "BY", "+375291234567"),
+        ("80291234567", "BY", "+375291234567"),
+        ("8 (800) 555-35-35", "RU", "+78005553535"),
+        ("030 123456", "DE", "+4930123456"),
+        ("06 12 34 56 78", "FR", "+33612345678"),
+        ("03-1234-5678", "JP", "+81312345678"),
+    ],
+)
+def test_trunk_prefixes_are_dropped(dialled: str, region: str, expected: str) -> None:
+    assert normalize(dialled, region) == NormalizedNumber(expected)

@@ -1,0 +1,126 @@
+"""The use-case in-process against the ACS emulator: one result per input, in order, and the
+right problem when ACS refuses or fails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from devtools.acs_emulator import AcsEmulator, FaultConfig
+from optouts.acs.models import Operation
+from optouts.commands import OptOutCommand
+from optouts.problems import Problem
+from optouts.service import DEFAULT_RETRY_AFTER_SECONDS, OptOutService
+
+from .conftest import SENDER, fast_client
+
+
+@pytest.fixture
+def service(emulator: AcsEmulator) -> Iterator[OptOutService]:
+    with fast_client(emulator.connection_string, retry_total=1, recipient_retry_rounds=1) as client:
+        yield OptOutService(client)
+
+
+def command(action: Operation, *numbers: str, region: str = "US") -> OptOutCommand:
+    return OptOutCommand(action=action, phone_numbers=numbers, sender=SENDER, region=region)
+
+
+def test_one_result_per_input_in_order_with_invalid_numbers_kept_in_place(
+    service: OptOutService, emulator: AcsEmulator
+) -> None:
+    report = service.execute(command(Operation.ADD, "(425) 555-0100", "garbage", "+14255550101", "+14255550100"))
+    assert [(r.input, r.phone_number, r.status) for r in report.results] == [
+        ("(425) 555-0100", "+14255550100", "succeeded"),
+        ("garbage", None, "invalid"),
+        ("+14255550101", "+14255550101", "succeeded"),
+        ("+14255550100", "+14255550100", "succeeded"),
+    ]
+    assert report.results[1].error is not None and report.results[1].error.code == "UnexpectedCharacters"
+    assert [r.upstream_status for r in report.results] == [200, None, 200, 200]
+    assert report.summary == {"total": 4, "succeeded": 3, "invalid": 1, "failed": 0}
+    assert not report.has_transient_failures
+    assert report.to_dict() == {
+        "action": "add", "sender": SENDER, "summary": report.summary,
+        "results": [
+            {"input": "(425) 555-0100", "phoneNumber": "+14255550100", "status": "succeeded"},
+            {"input": "garbage", "phoneNumber": None, "status": "invalid",
+             "error": {"code": "UnexpectedCharacters", "message": report.results[1].error.message}},
+            {"input": "+14255550101", "phoneNumber": "+14255550101", "status": "succeeded"},
+            {"input": "+14255550100", "phoneNumber": "+14255550100", "status": "succeeded"},
+        ],
+    }
+    assert emulator.opted_out(SENDER) == {"+14255550100", "+14255550101"}
+
+
+def test_check_reports_opted_out_both_ways(service: OptOutService, emulator: AcsEmulator) -> None:
+    emulator.seed_opt_outs(SENDER, ["+14255550100"])
+    report = service.execute(command(Operation.CHECK, "+14255550100", "+14255550101"))
+    assert [(r.status, r.opted_out) for r in report.results] == [("succeeded", True), ("succeeded", False)]
+    assert [r.to_dict()["optedOut"] for r in report.results] == [True, False]
+
+
+def test_the_region_decides_national_numbers(service: OptOutService) -> None:
+    report = service.execute(command(Operation.CHECK, "020 7946 0958", region="GB"))
+    assert report.results[0].phone_number == "+442079460958"
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, "AcsThrottled"), (408, "AcsUnavailable"),
+                                              (500, "AcsUnavailable"), (502, "AcsUnavailable")])
+def test_per_recipient_transient_failures_are_failed_and_marked_transient(
+    service: OptOutService, emulator: AcsEmulator, status: int, code: str
+) -> None:
+    emulator.faults = FaultConfig(recipient_error_rate=1.0, recipient_error_statuses=(status,))
+    report = service.execute(command(Operation.REMOVE, "+14255550100", "bad"))
+    failed = report.results[0]
+    assert (failed.status, failed.upstream_status) == ("failed", status)
+    assert failed.error is not None and failed.error.code == code and failed.error.message
+    assert report.summary == {"total": 2, "succeeded": 0, "invalid": 1, "failed": 1}
+    assert report.has_transient_failures
+    assert report.to_dict()["results"][0]["error"]["code"] == code
+
+
+@pytest.mark.parametrize(("status", "expected"), [(400, "invalid"), (404, "failed"), (409, "failed")])
+def test_a_recipient_acs_refuses_is_final_and_not_transient(
+    service: OptOutService, emulator: AcsEmulator, status: int, expected: str
+) -> None:
+    def refuse(method: str, target: str, headers: object, body: bytes) -> tuple:
+        return 200, {}, {"value": [{"to": "+14255550100", "httpStatusCode": status}]}
+
+    emulator.handle = refuse  # type: ignore[method-assign]
+    report = service.execute(command(Operation.ADD, "+14255550100"))
+    [result] = report.results
+    assert (result.status, result.upstream_status) == (expected, status)
+    assert result.error is not None
+    assert (result.error.code, result.error.message) == ("RejectedByAcs", "no details from ACS")
+    assert not report.has_transient_failures
+
+
+def test_every_call_throttled_is_a_503_with_retry_after(service: OptOutService, emulator: AcsEmulator) -> None:
+    emulator.faults = FaultConfig(throttle_rate=1.0, retry_after_seconds=0.01)
+    with pytest.raises(Problem) as raised:
+        service.execute(command(Operation.ADD, "+14255550100"))
+    assert (raised.value.status, raised.value.code) == (503, "AcsThrottled")
+    assert raised.value.retry_after is not None and raised.value.retry_after >= 0
+
+
+def test_every_call_failing_is_a_503_with_the_default_retry_after(
+    service: OptOutService, emulator: AcsEmulator
+) -> None:
+    emulator.faults = FaultConfig(server_error_rate=1.0, server_error_status=503)
+    with pytest.raises(Problem) as raised:
+        service.execute(command(Operation.ADD, "+14255550100"))
+    assert (raised.value.status, raised.value.code) == (503, "AcsUnavailable")
+    assert raised.value.retry_after == DEFAULT_RETRY_AFTER_SECONDS
+
+
+def test_a_sender_acs_does_not_own_is_a_502(service: OptOutService) -> None:
+    with pytest.raises(Problem) as raised:
+        service.execute(OptOutCommand(Operation.ADD, ("+14255550100",), "+18005559999", "US"))
+    assert (raised.value.status, raised.value.code) == (502, "AcsAuthenticationFailed")
+
+
+def test_only_invalid_numbers_make_no_call(service: OptOutService, emulator: AcsEmulator) -> None:
+    report = service.execute(command(Operation.ADD, "x", ""))
+    assert [r.status for r in report.results] == ["invalid", "invalid"]
+    assert emulator.stats["total_calls"] == 0

@@ -3,7 +3,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from optouts import phone
 from optouts.phone import InvalidNumber, NormalizedNumber, _parse, _plain_e164, is_e164, mask, normalize
+
+
+@pytest.fixture(autouse=True)
+def fresh_rules() -> None:
+    """Each test builds the numbering-plan rules afresh, so a bug in building them cannot hide
+    behind rules an earlier test cached."""
+    for cached in (phone._rules_for_region, phone._rules_for_international, phone._rules_for_country_code):
+        cached.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -188,3 +197,94 @@ def test_domestic_dialling_with_the_trunk_prefix_agrees_with_phonenumbers() -> N
 )
 def test_trunk_prefixes_are_dropped(dialled: str, region: str, expected: str) -> None:
     assert normalize(dialled, region) == NormalizedNumber(expected)
+
+
+# Dialled abroad: the region's own international (IDD) prefix, then a country code.
+def _international_dialling() -> list[tuple[str, str]]:
+    cases = []
+    for region in _REGIONS:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        prefix = (metadata.preferred_international_prefix or "").replace("~", "") or metadata.international_prefix
+        if prefix and prefix.isdigit():
+            for number in ("442079460958", "14255550100", "375291234567", "33612345678"):
+                cases.append((prefix + number, region))
+    return cases
+
+
+def test_dialling_out_with_each_regions_international_prefix_agrees_with_phonenumbers() -> None:
+    cases = _international_dialling()
+    assert len(cases) > 600
+    disagreements = []
+    for dialled, region in cases:
+        result = normalize(dialled, region)
+        expected = _what_phonenumbers_says(dialled, region)
+        agrees = isinstance(result, InvalidNumber) if expected is None else result == NormalizedNumber(expected)
+        if not agrees:
+            disagreements.append((region, dialled, result, expected))
+    assert disagreements == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "message"),
+    [
+        (None, "NotAString", "phone numbers must be given as strings"),
+        (" ", "EmptyPhoneNumber", "the phone number is empty"),
+        ("1" * 65, "PhoneNumberTooLong", "the phone number is longer than 64 characters"),
+        ("x4255550100", "UnexpectedCharacters",
+         "a phone number may only contain digits, a leading +, spaces and - . ( ) /"),
+        ("+0", "UnparsablePhoneNumber", "the phone number could not be parsed"),
+        ("12", "ImpossiblePhoneNumber", "the phone number has the wrong length for its country"),
+    ],
+)
+def test_each_refusal_has_its_code_and_message(raw: object, code: str, message: str) -> None:
+    assert normalize(raw, "US") == InvalidNumber(code, message)
+
+
+def test_the_length_limit_is_64_characters_after_trimming() -> None:
+    assert normalize("  " + "1" * 64 + "  ", "US").code != "PhoneNumberTooLong"  # type: ignore[union-attr]
+    assert normalize("1" * 65, "US").code == "PhoneNumberTooLong"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [("+14255550100", "US", "+14255550100"), ("0014255550100", "US", "+14255550100"),
+     ("(425) 555-0100", "US", "+14255550100"), ("7946 0958 20", "US", None),
+     ("+\u0661\u0664\u0662\u0665\u0665\u0665\u0665\u0660\u0661\u0660\u0660", "US", "+14255550100"),
+     ("2079460958", "GB", "+442079460958")],
+)
+def test_plain_numbers_take_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch, raw: str, region: str, expected: str | None
+) -> None:
+    """The fast path is why bulk calls are affordable: plain numbers must never need parse."""
+    if expected is None:
+        return
+    def no_parse(*_: object) -> None:
+        raise AssertionError("phonenumbers.parse was called for a plain number")
+    monkeypatch.setattr(phonenumbers, "parse", no_parse)
+    assert normalize(raw, region) == NormalizedNumber(expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("+14255550100", True), ("+1425555", True), ("+142555", False), ("+123456789012345", True),
+     ("+1234567890123456", False), ("14255550100", False), ("+04255550100", False), ("+1425555010a", False),
+     ("+\u0661\u0664\u0662\u0665\u0665\u0665\u0665\u0660", False), ("++1425555010", False),
+     ("+1425555 100", False)],
+)
+def test_is_e164(text: str, expected: bool) -> None:
+    assert is_e164(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("number", "masked"),
+    [("+1234567", "+1***"), ("+12345678", "+1234***5678"), ("+14255550100", "+1425***0100"), ("+12", "+1***")],
+)
+def test_mask_lengths(number: str, masked: str) -> None:
+    assert mask(number) == masked
+
+
+def test_possible_lengths_are_phonenumbers_own() -> None:
+    assert phone._possible_lengths(1) == frozenset({7, 10})
+    assert phone._possible_lengths(44) == frozenset(range(4, 11))
+    assert phone._possible_lengths(49) == frozenset(range(2, 16))
+    assert phone._possible_lengths(375) == frozenset(range(5, 12))

@@ -88,8 +88,9 @@ def test_e164_input_round_trips(number: str) -> None:
 # The plain-number fast path must never disagree with phonenumbers.parse.
 
 _REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
-#: 3000 by default; the active Hypothesis profile scales it (see tests/conftest.py).
-_MANY = 30 * settings().max_examples
+#: 1000 by default; the active Hypothesis profile scales it (see tests/conftest.py). The cases
+#: random sampling misses (trunk and international prefixes) are fixed tables further down.
+_MANY = 10 * settings().max_examples
 _COUNTRY_CODES = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 
 

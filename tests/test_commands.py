@@ -216,4 +216,26 @@ def test_decode_json_limits_are_inclusive_and_pairs_are_text() -> None:
     assert decode_json(b'"\\ud83d\\ude00"', max_bytes=100) == "\U0001F600"  # a surrogate pair is a character
     with pytest.raises(Problem) as raised:
         decode_json(b"[" * 3000 + b"]" * 3000, max_bytes=10_000)
-    assert raised.value.detail == "the JSON is nested too deeply"
+    assert (raised.value.status, raised.value.code, raised.value.title, raised.value.detail) == (
+        400, "InvalidJson", "Invalid request body", "the JSON is nested too deeply")
+
+
+@pytest.mark.parametrize(
+    ("allowed", "sent", "accepted"),
+    [
+        ("12345", "12-345", False),  # a short code compares as written, separators and all
+        ("12-345", " 12-345 ", True),
+        ("+18005550100", "+1X8005550100", False),  # a letter is not a separator
+        ("+a1800", "+a 1800", False),  # only "+" and digits compare as E.164
+        ("+18005550100", "+1 (800) 555-0100", True),
+    ],
+)
+def test_senders_compare_as_e164_only_when_they_are_numbers(allowed: str, sent: str, accepted: bool) -> None:
+    settings = Settings.from_environ({"ACS_CONNECTION_STRING": "endpoint=http://127.0.0.1:1/;accesskey=cHc=",
+                                      "OPTOUT_ALLOWED_SENDERS": allowed})
+    if accepted:
+        assert parse_command({"phoneNumbers": ["1"], "sender": sent}, settings, action=Operation.ADD).sender
+    else:
+        with pytest.raises(Problem) as raised:
+            parse_command({"phoneNumbers": ["1"], "sender": sent}, settings, action=Operation.ADD)
+        assert raised.value.code == "SenderNotAllowed"

@@ -93,8 +93,10 @@ def prepare(module: str, tests: tuple[str, ...]) -> Path:
         target = work / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
-    if (ROOT / "node_modules").exists():  # Azurite, for the tests that need Storage
-        (work / "node_modules").symlink_to(ROOT / "node_modules")
+    if (ROOT / "node_modules").exists():  # Azurite, for the tests that need Storage; they run in mutants/
+        (work / "mutants").mkdir()
+        for where in (work, work / "mutants"):
+            (where / "node_modules").symlink_to(ROOT / "node_modules")
     pyproject = work / "pyproject.toml"
     pyproject.write_text(
         pyproject.read_text(encoding="utf-8")

@@ -3,11 +3,15 @@ right problem when ACS refuses or fails."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import ClientAuthenticationError
 
 from devtools.acs_emulator import AcsEmulator, FaultConfig
+from optouts.acs import OptOutsClient
 from optouts.acs.models import Operation
 from optouts.commands import OptOutCommand
 from optouts.problems import Problem
@@ -100,8 +104,10 @@ def test_every_call_throttled_is_a_503_with_retry_after(service: OptOutService, 
     emulator.faults = FaultConfig(throttle_rate=1.0, retry_after_seconds=0.01)
     with pytest.raises(Problem) as raised:
         service.execute(command(Operation.ADD, "+14255550100"))
-    assert (raised.value.status, raised.value.code) == (503, "AcsThrottled")
-    assert raised.value.retry_after is not None and raised.value.retry_after >= 0
+    assert (raised.value.status, raised.value.code, raised.value.title, raised.value.detail) == (
+        503, "AcsThrottled", "Upstream temporarily unavailable",
+        "Azure Communication Services is throttling or unavailable; retry later")
+    assert raised.value.retry_after == 0.01  # the emulator's retry-after-ms
 
 
 def test_every_call_failing_is_a_503_with_the_default_retry_after(
@@ -110,17 +116,99 @@ def test_every_call_failing_is_a_503_with_the_default_retry_after(
     emulator.faults = FaultConfig(server_error_rate=1.0, server_error_status=503)
     with pytest.raises(Problem) as raised:
         service.execute(command(Operation.ADD, "+14255550100"))
-    assert (raised.value.status, raised.value.code) == (503, "AcsUnavailable")
+    assert (raised.value.status, raised.value.code, raised.value.title, raised.value.detail) == (
+        503, "AcsUnavailable", "Upstream temporarily unavailable",
+        "Azure Communication Services is throttling or unavailable; retry later")
     assert raised.value.retry_after == DEFAULT_RETRY_AFTER_SECONDS
 
 
 def test_a_sender_acs_does_not_own_is_a_502(service: OptOutService) -> None:
     with pytest.raises(Problem) as raised:
         service.execute(OptOutCommand(Operation.ADD, ("+14255550100",), "+18005559999", "US"))
-    assert (raised.value.status, raised.value.code) == (502, "AcsAuthenticationFailed")
+    assert (raised.value.status, raised.value.code, raised.value.title, raised.value.detail) == (
+        502, "AcsAuthenticationFailed", "Upstream authentication failed",
+        "Azure Communication Services rejected the gateway's credentials or does not own the sender; "
+        "an operator must check the configuration")
 
 
 def test_only_invalid_numbers_make_no_call(service: OptOutService, emulator: AcsEmulator) -> None:
     report = service.execute(command(Operation.ADD, "x", ""))
     assert [r.status for r in report.results] == ["invalid", "invalid"]
     assert emulator.stats["total_calls"] == 0
+
+
+def test_a_call_acs_calls_malformed_is_a_502(service: OptOutService, emulator: AcsEmulator,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    def malformed(method: str, target: str, headers: object, body: bytes) -> tuple:
+        return 400, {}, {"error": {"code": "BadRequest", "message": "nope"}}
+
+    emulator.handle = malformed  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="optouts.service"), pytest.raises(Problem) as raised:
+        service.execute(command(Operation.REMOVE, "+14255550100"))
+    assert (raised.value.status, raised.value.code, raised.value.title, raised.value.detail) == (
+        502, "AcsRejectedRequest", "Upstream rejected the request",
+        "Azure Communication Services rejected the gateway's call")
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "optouts.service"]
+    assert logged.startswith("ACS rejected a remove call as malformed: ACS rejected the call (400): BadRequest: nope")
+
+
+class _IdentityDown:
+    """A token credential whose identity endpoint fails, as azure-identity reports it."""
+
+    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        raise ClientAuthenticationError("the identity endpoint is unavailable")
+
+
+def test_credentials_that_cannot_be_obtained_are_a_503(emulator: AcsEmulator,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    client = OptOutsClient(emulator.endpoint, _IdentityDown(), allow_insecure_bearer=True, retry_total=0)
+    with client, caplog.at_level(logging.ERROR, logger="optouts.service"), pytest.raises(Problem) as raised:
+        OptOutService(client).execute(command(Operation.ADD, "+14255550100"))
+    problem = raised.value
+    assert (problem.status, problem.code, problem.title, problem.detail, problem.retry_after) == (
+        503, "CredentialsUnavailable", "Gateway credentials unavailable",
+        "the gateway could not obtain its credentials for Azure Communication Services; retry later",
+        DEFAULT_RETRY_AFTER_SECONDS)
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.service"] == [
+        "the gateway could not get its credentials: could not get a token for ACS (ClientAuthenticationError)"]
+    assert emulator.stats["total_calls"] == 0
+
+
+def test_the_time_budget_given_is_the_one_spent(service: OptOutService, emulator: AcsEmulator) -> None:
+    emulator.faults = FaultConfig(hang_seconds=5)
+    with pytest.raises(Problem) as raised:
+        service.execute(command(Operation.ADD, "+14255550100"), time_budget=0.3)
+    assert raised.value.code == "AcsUnavailable"
+
+
+def test_the_log_says_what_happened_with_numbers_masked(
+    service: OptOutService, emulator: AcsEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.faults = FaultConfig(recipient_error_rate=1.0, recipient_error_statuses=(502,))
+    with caplog.at_level(logging.INFO, logger="optouts.service"):
+        service.execute(command(Operation.ADD, "+14255550100", "+14255550101", "junk"))
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.service"] == [
+        f"opt-out add for {SENDER}: {{'total': 3, 'succeeded': 0, 'invalid': 1, 'failed': 2}}",
+        "opt-out add failed for 2 numbers, e.g. ['+1425***0100', '+1425***0101']",
+    ]
+
+
+def test_many_failures_log_ten_masked_examples(
+    service: OptOutService, emulator: AcsEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.faults = FaultConfig(recipient_error_rate=1.0)
+    numbers = [f"+1425555{n:04d}" for n in range(12)]
+    with caplog.at_level(logging.WARNING, logger="optouts.service"):
+        service.execute(command(Operation.CHECK, *numbers))
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "optouts.service"]
+    assert warning.startswith("opt-out check failed for 12 numbers, e.g. ['+1425***0000'")
+    assert warning.count("***") == 10
+
+
+def test_a_clean_run_logs_only_its_summary(
+    service: OptOutService, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="optouts.service"):
+        service.execute(command(Operation.CHECK, "+14255550100"))
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.service"] == [
+        f"opt-out check for {SENDER}: {{'total': 1, 'succeeded': 1, 'invalid': 0, 'failed': 0}}"]

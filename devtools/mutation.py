@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .azurite import Azurite
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".mutation"
 
@@ -36,6 +38,8 @@ MODULES: dict[str, tuple[str, ...]] = {
 }
 #: Copied next to the mutated package so the tests can import and serve what they need.
 ALSO_COPY = ("devtools/", "blueprints/", "function_app.py", "host.json", "tests/")
+#: Set for the tests: one Azurite serves every mutant's run instead of one started per run.
+SHARED_AZURITE = "OPTOUTS_MUTATION_AZURITE"
 #: mutmut's verdicts that count as caught.
 KILLED = frozenset({"killed", "timeout", "segfault", "caught by type check"})
 
@@ -106,8 +110,11 @@ def prepare(module: str, tests: tuple[str, ...]) -> Path:
     return work
 
 
-def _mutmut(work: Path, *arguments: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+def _mutmut(work: Path, *arguments: str, timeout: float | None = None,
+            azurite: str | None = None) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "HYPOTHESIS_PROFILE": "mutation", "PYTHONDONTWRITEBYTECODE": "1"}
+    if azurite is not None:
+        environment[SHARED_AZURITE] = azurite
     return subprocess.run(
         [str(Path(sys.executable).parent / "mutmut"), *arguments],
         cwd=work, env=environment, capture_output=True, text=True, timeout=timeout,
@@ -117,12 +124,13 @@ def _mutmut(work: Path, *arguments: str, timeout: float | None = None) -> subpro
 _RESULT_LINE = re.compile(r"^\s*(?P<name>\S+__mutmut_\d+): (?P<status>.+?)\s*$")
 
 
-def score_module(module: str, tests: tuple[str, ...], *, jobs: int, timeout: float) -> ModuleScore:
+def score_module(module: str, tests: tuple[str, ...], *, jobs: int, timeout: float,
+                 azurite: str | None = None) -> ModuleScore:
     started = time.monotonic()
     work = prepare(module, tests)
     log = work / "mutmut-run.log"
     try:
-        run = _mutmut(work, "run", "--max-children", str(jobs), timeout=timeout)
+        run = _mutmut(work, "run", "--max-children", str(jobs), timeout=timeout, azurite=azurite)
         log.write_text(run.stdout + run.stderr, encoding="utf-8")
         error = None if run.returncode == 0 else f"mutmut run exited {run.returncode} (see {log})"
     except subprocess.TimeoutExpired as expired:
@@ -175,10 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"not a core module: {', '.join(unknown)}")
     scores = []
-    for module in args.modules or MODULES:
-        print(f"mutating {module} against {' '.join(MODULES[module])} ...", flush=True)
-        scores.append(score_module(module, MODULES[module], jobs=args.jobs, timeout=args.timeout))
-        print(f"  {scores[-1].killed}/{scores[-1].total} killed in {scores[-1].seconds:.0f} s", flush=True)
+    with Azurite() as azurite:
+        for module in args.modules or MODULES:
+            print(f"mutating {module} against {' '.join(MODULES[module])} ...", flush=True)
+            scores.append(score_module(module, MODULES[module], jobs=args.jobs, timeout=args.timeout,
+                                       azurite=azurite.connection_string))
+            print(f"  {scores[-1].killed}/{scores[-1].total} killed in {scores[-1].seconds:.0f} s", flush=True)
     text = report(scores)
     WORK.mkdir(exist_ok=True)
     (WORK / "report.md").write_text(text, encoding="utf-8")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from azure.storage.queue import QueueClient
 
 from devtools.acs_emulator import AcsEmulator, FaultConfig
 from devtools.azurite import Azurite
+from devtools.mutation import SHARED_AZURITE
 from optouts.config import Settings
 from optouts.queued_requests import (
     MAX_RESULT_MESSAGE_BYTES,
@@ -33,7 +36,13 @@ QUEUE_MESSAGE_LIMIT = 64 * 1024
 
 
 @pytest.fixture(scope="module")
-def azurite() -> Iterator[Azurite]:
+def azurite() -> Iterator[Any]:
+    # `make mutation` runs this file once per mutant and shares one Azurite among the runs;
+    # every test uses queues and containers of its own, so none sees another's messages.
+    shared = os.environ.get(SHARED_AZURITE)
+    if shared:
+        yield SimpleNamespace(connection_string=shared)
+        return
     with Azurite() as running:
         yield running
 

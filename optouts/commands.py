@@ -17,7 +17,8 @@ MAX_CORRELATION_ID_LENGTH = 128
 MAX_SENDER_LENGTH = 32
 
 _BODY_FIELDS = frozenset({"phoneNumbers", "sender", "region", "reason"})
-_MESSAGE_FIELDS = _BODY_FIELDS | {"action", "correlationId"}
+# `traceparent` (W3C) lets a trace follow a queued request; optouts.telemetry validates it.
+_MESSAGE_FIELDS = _BODY_FIELDS | {"action", "correlationId", "traceparent"}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from . import telemetry
 from .audit import queue_context
 from .commands import OptOutCommand, decode_json, parse_command
 from .config import DEFAULT_REQUESTS_QUEUE, Settings, SettingsError
@@ -33,6 +34,8 @@ _logger = logging.getLogger(__name__)
 
 #: Storage queue messages hold 64 KiB; results larger than this go to a blob.
 MAX_RESULT_MESSAGE_BYTES = 60_000
+#: Storage queue messages are at most 64 KiB; a larger body is not decoded twice for its trace.
+MAX_TRACED_MESSAGE_BYTES = 65_536
 
 
 class RetryLater(Exception):
@@ -115,7 +118,22 @@ class QueuedRequestProcessor:
         self._time_budget = time_budget
 
     def process(self, message: QueuedMessage) -> str:
-        """Carry out one message; returns the terminal state published, or raises `RetryLater`."""
+        """Carry out one message; returns the terminal state published, or raises `RetryLater`.
+
+        Traced as a CONSUMER span, the child of the message's `traceparent` when it has one;
+        the result message carries the span's own `traceparent`, so one trace runs from the
+        enqueuer to whoever reads the result."""
+        with telemetry.queue_message_span(self._requests_queue, message.id, message.dequeue_count,
+                                          _traceparent_of(message.body)):
+            try:
+                outcome = self._process(message)
+            except RetryLater as retry:
+                telemetry.record_queue_outcome(self._requests_queue, "failed" if retry.final else "retried")
+                raise
+            telemetry.record_queue_outcome(self._requests_queue, outcome)
+            return outcome
+
+    def _process(self, message: QueuedMessage) -> str:
         payload: Any = None
         try:
             settings = self._settings()
@@ -177,12 +195,28 @@ def decode_message(body: bytes, *, max_bytes: int) -> Any:
 
 
 def _header(message: QueuedMessage, correlation_id: str | None, status: str) -> dict[str, Any]:
-    return {
+    header = {
         "correlationId": correlation_id or message.id,
         "messageId": message.id,
         "status": status,
         "completedAt": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
+    traceparent = telemetry.current_traceparent()
+    if traceparent is not None:
+        header["traceparent"] = traceparent
+    return header
+
+
+def _traceparent_of(body: bytes) -> str | None:
+    """The enqueuer's W3C `traceparent` field, read before the message is validated: a
+    message rejected for any reason is still traced where it came from."""
+    if len(body) > MAX_TRACED_MESSAGE_BYTES:
+        return None
+    try:
+        payload = decode_message(body, max_bytes=MAX_TRACED_MESSAGE_BYTES)
+    except Problem:
+        return None
+    return telemetry.valid_traceparent(payload.get("traceparent")) if isinstance(payload, dict) else None
 
 
 def _completed(message: QueuedMessage, command: OptOutCommand, report: OperationReport) -> dict[str, Any]:

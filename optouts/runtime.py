@@ -2,26 +2,112 @@
 
 Building is deferred to the first call so that `import function_app` stays light
 (cold start) and a broken setting is reported as an answer, not a crash at import.
+`start`, called when the app is indexed, logs every settings problem at once and sets up
+telemetry (optouts.telemetry); it never raises.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .config import AuthMode, QueueSettings, Settings, SettingsError
+from .config import AuthMode, QueueSettings, Settings, SettingsError, all_problems
 
 if TYPE_CHECKING:
     from .acs import OptOutsClient
     from .audit import AuditTrail
     from .queued_requests import QueuedRequestProcessor
+    from .readiness import ReadinessProbe
     from .service import OptOutService
 
+_logger = logging.getLogger("optouts.startup")
 _lock = threading.Lock()
 _settings: Settings | None = None
 _service: "OptOutService | None" = None
 _processor: "QueuedRequestProcessor | None" = None
 _audit_trail: "AuditTrail | None" = None
+_readiness: "ReadinessProbe | None" = None
+_telemetry: str | None = None
+
+
+def start(environ: Mapping[str, str] | None = None) -> list[SettingsError]:
+    """At indexing: quiet the Azure SDK loggers, install the telemetry exporter (once per
+    process), and log one error per settings problem. Returns the problems; never raises,
+    so a broken setting leaves the app indexed and answering 503 with the reason."""
+    env = os.environ if environ is None else environ
+    global _telemetry
+    with _lock:
+        if _telemetry is None:
+            _telemetry = _configure_telemetry(env)
+    problems = all_problems(env)
+    for problem in problems:
+        _logger.error("startup: %s", problem)
+    return problems
+
+
+def _configure_telemetry(env: Mapping[str, str]) -> str:
+    from . import telemetry
+
+    telemetry.quiet_azure_sdk(env)
+    choice = telemetry.exporter_choice(env)
+    try:
+        if choice == "azure-monitor":
+            _configure_azure_monitor(env)
+        elif choice == "console":
+            _configure_console()
+    except Exception as error:  # telemetry must never keep the app from starting
+        _logger.error("startup: telemetry (%s) could not be configured: %s", choice, type(error).__name__)
+        return "failed"
+    return choice
+
+
+def _configure_azure_monitor(env: Mapping[str, str]) -> None:
+    # Imported here only: the distro takes most of a second to import, paid only where it is used.
+    from azure.identity import ManagedIdentityCredential
+    from azure.monitor.opentelemetry import configure_azure_monitor
+    from opentelemetry.sdk.resources import Resource
+
+    from . import telemetry
+
+    entra, client_id = telemetry.monitor_client_id(env)
+    # The Functions host already ships the worker's log lines to Application Insights; the
+    # distro reads only this variable for it (its disable_logging argument is overridden).
+    os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
+    configure_azure_monitor(
+        connection_string=env["APPLICATIONINSIGHTS_CONNECTION_STRING"].strip(),
+        # Infra disables local (instrumentation key) auth: the app's managed identity signs in.
+        credential=ManagedIdentityCredential(client_id=client_id) if entra else None,
+        resource=Resource.create({"service.name": telemetry.SERVICE_NAME}),
+        instrumentation_options={
+            # Storage and Key Vault calls are traced through azure-core; the plain HTTP
+            # instrumentations would trace the same calls a second time.
+            "requests": {"enabled": False}, "urllib": {"enabled": False}, "urllib3": {"enabled": False},
+            "httpx": {"enabled": False}, "django": {"enabled": False}, "fastapi": {"enabled": False},
+            "flask": {"enabled": False}, "psycopg2": {"enabled": False},
+        },
+    )
+
+
+def _configure_console() -> None:
+    """OPTOUT_TELEMETRY_CONSOLE=true, for local runs: spans as they end, metrics every minute."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    from . import telemetry
+
+    resource = Resource.create({"service.name": telemetry.SERVICE_NAME})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(tracer_provider)
+    reader = PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=60_000)
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
 
 
 def get_settings() -> Settings:
@@ -94,6 +180,22 @@ def get_queue_processor(max_dequeue_count: int) -> "QueuedRequestProcessor":
     return _processor
 
 
+def get_readiness() -> "ReadinessProbe":
+    global _readiness
+    if _readiness is None:
+        with _lock:
+            if _readiness is None:
+                from .readiness import ReadinessProbe, storage_check
+
+                _readiness = ReadinessProbe(
+                    environ=lambda: os.environ,
+                    settings=get_settings,
+                    service=get_service,
+                    storage_check=storage_check(QueueSettings.from_environ),
+                )
+    return _readiness
+
+
 def build_client(settings: Settings) -> "OptOutsClient":
     from .acs import InvalidConnectionStringError, OptOutsClient
 
@@ -127,9 +229,9 @@ def build_client(settings: Settings) -> "OptOutsClient":
 
 def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
-    global _settings, _service, _processor, _audit_trail
+    global _settings, _service, _processor, _audit_trail, _readiness
     with _lock:
-        service, _service, _settings, _processor = _service, None, None, None
+        service, _service, _settings, _processor, _readiness = _service, None, None, None, None
         audit_trail, _audit_trail = _audit_trail, None
     if service is not None:
         service.client.close()

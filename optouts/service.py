@@ -6,11 +6,14 @@ HTTP and queue functions are thin adapters over `OptOutService.execute`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
+from . import telemetry
 from .acs import (
     AcsAuthenticationError,
     AcsBadRequestError,
@@ -110,6 +113,12 @@ class OptOutService:
 
         Raises `Problem` (502/503) when ACS refused the gateway or failed every call.
         """
+        with telemetry.operation_span(command.action.value, mask(command.sender), len(command.phone_numbers)):
+            return self._execute(command, time_budget, audit)
+
+    def _execute(
+        self, command: OptOutCommand, time_budget: float | None, audit: AuditContext | None
+    ) -> OperationReport:
         normalized: list[NormalizationResult] = []
         valid_numbers = _normalize_streaming(command, normalized)
         try:
@@ -127,16 +136,20 @@ class OptOutService:
             raise credentials_unavailable(error) from None
         except AcsTransientError as error:
             code = "AcsThrottled" if isinstance(error, AcsThrottledError) else "AcsUnavailable"
-            _logger.warning("ACS failed every %s call after retries (%s)", command.action.value, code)
+            _logger.warning("ACS at %s failed every %s call after retries (%s)",
+                            urlsplit(self._client.endpoint).hostname, command.action.value, code)
             raise Problem(503, code, "Upstream temporarily unavailable",
                           "Azure Communication Services is throttling or unavailable; retry later",
                           retry_after=error.retry_after or DEFAULT_RETRY_AFTER_SECONDS) from None
 
         report = OperationReport(command.action, command.sender, _merge(command, normalized, upstream))
         self._log(report)
+        telemetry.record_numbers(command.action.value, report.summary)
         trail = self._audit_trail
         if audit is not None and trail is not None and trail.audits(command.action.value):
+            answered = time.monotonic()
             report = replace(report, audit=trail.record(records_for(command, report, audit)))
+            telemetry.record_audit_lag(time.monotonic() - answered)
         return report
 
     def _log(self, report: OperationReport) -> None:

@@ -44,6 +44,7 @@ from .errors import (
     OptOutsError,
 )
 from .models import Operation, RecipientOutcome, RecipientResult
+from .observability import UpstreamAttemptPolicy, UpstreamCallPolicy
 from .policies import DEADLINE_OPTION, DeadlineRetryPolicy, HmacSigningPolicy
 from .transport import KeepAliveTransport
 
@@ -128,8 +129,10 @@ class OptOutsClient:
             RequestIdPolicy(**kwargs),
             HeadersPolicy(**kwargs),
             UserAgentPolicy(sdk_moniker=SDK_MONIKER, **kwargs),
+            UpstreamCallPolicy(),
             retry_policy,
             auth_policy,
+            UpstreamAttemptPolicy(),
             HttpLoggingPolicy(**kwargs),
         ]
         transport = kwargs.pop("transport", None) or KeepAliveTransport(

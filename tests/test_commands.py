@@ -123,7 +123,8 @@ VALIDATION_TITLE = "One or more validation errors occurred."
         ({"phoneNumbers": ["1"], "x": 1}, Operation.ADD,
          {"x": ["unknown field; expected one of phoneNumbers, reason, region, sender"]}),
         ({"phoneNumbers": ["1"], "x": 1}, None,
-         {"x": ["unknown field; expected one of action, correlationId, phoneNumbers, reason, region, sender"],
+         {"x": ["unknown field; expected one of action, correlationId, phoneNumbers, reason, region, sender, "
+                "traceparent"],
           "action": ["is required: one of add, remove, check"]}),
         ({"phoneNumbers": ["1"], "y" * 100: 1}, Operation.ADD,
          {"y" * 64: ["unknown field; expected one of phoneNumbers, reason, region, sender"]}),
@@ -224,9 +225,8 @@ def test_decode_json_limits_are_inclusive_and_pairs_are_text() -> None:
     ("allowed", "sent", "accepted"),
     [
         ("12345", "12-345", False),  # a short code compares as written, separators and all
-        ("12-345", " 12-345 ", True),
+        ("12345", " 12345 ", True),
         ("+18005550100", "+1X8005550100", False),  # a letter is not a separator
-        ("+a1800", "+a 1800", False),  # only "+" and digits compare as E.164
         ("+18005550100", "+1 (800) 555-0100", True),
     ],
 )

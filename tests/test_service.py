@@ -3,6 +3,7 @@ right problem when ACS refuses or fails."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 
@@ -15,7 +16,7 @@ from optouts.acs import OptOutsClient
 from optouts.acs.models import Operation
 from optouts.commands import OptOutCommand
 from optouts.problems import Problem
-from optouts.service import DEFAULT_RETRY_AFTER_SECONDS, OptOutService
+from optouts.service import DEFAULT_RETRY_AFTER_SECONDS, NumberError, OptOutService
 
 from .conftest import SENDER, fast_client
 
@@ -40,7 +41,8 @@ def test_one_result_per_input_in_order_with_invalid_numbers_kept_in_place(
         ("+14255550101", "+14255550101", "succeeded"),
         ("+14255550100", "+14255550100", "succeeded"),
     ]
-    assert report.results[1].error is not None and report.results[1].error.code == "UnexpectedCharacters"
+    assert report.results[1].error == NumberError(
+        "UnexpectedCharacters", "a phone number may only contain digits, a leading +, spaces and - . ( ) /")
     assert [r.upstream_status for r in report.results] == [200, None, 200, 200]
     assert report.summary == {"total": 4, "succeeded": 3, "invalid": 1, "failed": 0}
     assert not report.has_transient_failures
@@ -77,7 +79,8 @@ def test_per_recipient_transient_failures_are_failed_and_marked_transient(
     emulator.faults = FaultConfig(recipient_error_rate=1.0, recipient_error_statuses=(status,))
     report = service.execute(command(Operation.REMOVE, "+14255550100", "bad"))
     failed = report.results[0]
-    assert (failed.status, failed.upstream_status) == ("failed", status)
+    assert (failed.input, failed.phone_number, failed.status, failed.upstream_status) == (
+        "+14255550100", "+14255550100", "failed", status)
     assert failed.error is not None and failed.error.code == code and failed.error.message
     assert report.summary == {"total": 2, "succeeded": 0, "invalid": 1, "failed": 1}
     assert report.has_transient_failures
@@ -94,16 +97,20 @@ def test_a_recipient_acs_refuses_is_final_and_not_transient(
     emulator.handle = refuse  # type: ignore[method-assign]
     report = service.execute(command(Operation.ADD, "+14255550100"))
     [result] = report.results
-    assert (result.status, result.upstream_status) == (expected, status)
+    assert (result.input, result.phone_number, result.status, result.upstream_status) == (
+        "+14255550100", "+14255550100", expected, status)
     assert result.error is not None
     assert (result.error.code, result.error.message) == ("RejectedByAcs", "no details from ACS")
     assert not report.has_transient_failures
 
 
-def test_every_call_throttled_is_a_503_with_retry_after(service: OptOutService, emulator: AcsEmulator) -> None:
+def test_every_call_throttled_is_a_503_with_retry_after(service: OptOutService, emulator: AcsEmulator,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
     emulator.faults = FaultConfig(throttle_rate=1.0, retry_after_seconds=0.01)
-    with pytest.raises(Problem) as raised:
+    with caplog.at_level(logging.WARNING, logger="optouts.service"), pytest.raises(Problem) as raised:
         service.execute(command(Operation.ADD, "+14255550100"))
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.service"] == [
+        "ACS at 127.0.0.1 failed every add call after retries (AcsThrottled)"]
     assert (raised.value.status, raised.value.code, raised.value.title, raised.value.detail) == (
         503, "AcsThrottled", "Upstream temporarily unavailable",
         "Azure Communication Services is throttling or unavailable; retry later")
@@ -122,9 +129,12 @@ def test_every_call_failing_is_a_503_with_the_default_retry_after(
     assert raised.value.retry_after == DEFAULT_RETRY_AFTER_SECONDS
 
 
-def test_a_sender_acs_does_not_own_is_a_502(service: OptOutService) -> None:
-    with pytest.raises(Problem) as raised:
+def test_a_sender_acs_does_not_own_is_a_502(service: OptOutService, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="optouts.service"), pytest.raises(Problem) as raised:
         service.execute(OptOutCommand(Operation.ADD, ("+14255550100",), "+18005559999", "US"))
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "optouts.service"]
+    assert logged.startswith("ACS rejected the gateway's credentials for add: ACS rejected the gateway's "
+                             "credentials (401): Denied")
     assert (raised.value.status, raised.value.code, raised.value.title, raised.value.detail) == (
         502, "AcsAuthenticationFailed", "Upstream authentication failed",
         "Azure Communication Services rejected the gateway's credentials or does not own the sender; "
@@ -184,11 +194,16 @@ def test_the_time_budget_given_is_the_one_spent(service: OptOutService, emulator
 def test_the_log_says_what_happened_with_numbers_masked(
     service: OptOutService, emulator: AcsEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    emulator.faults = FaultConfig(recipient_error_rate=1.0, recipient_error_statuses=(502,))
+    def some_fail(method: str, target: str, headers: object, body: bytes) -> tuple:
+        numbers = [item["to"] for item in json.loads(body)["recipients"]]
+        return 200, {}, {"value": [{"to": to, "httpStatusCode": 502 if to.endswith(("0", "1")) else 200}
+                                   for to in numbers]}
+
+    emulator.handle = some_fail  # type: ignore[method-assign]
     with caplog.at_level(logging.INFO, logger="optouts.service"):
-        service.execute(command(Operation.ADD, "+14255550100", "+14255550101", "junk"))
+        service.execute(command(Operation.ADD, "+14255550100", "+14255550101", "junk", "+14255550102"))
     assert [r.getMessage() for r in caplog.records if r.name == "optouts.service"] == [
-        f"opt-out add for {SENDER}: {{'total': 3, 'succeeded': 0, 'invalid': 1, 'failed': 2}}",
+        f"opt-out add for {SENDER}: {{'total': 4, 'succeeded': 1, 'invalid': 1, 'failed': 2}}",
         "opt-out add failed for 2 numbers, e.g. ['+1425***0100', '+1425***0101']",
     ]
 

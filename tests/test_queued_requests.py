@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from azure.storage.queue import QueueClient
 from devtools.acs_emulator import AcsEmulator, FaultConfig
 from devtools.azurite import Azurite
 from devtools.mutation import SHARED_AZURITE
-from optouts.config import Settings
+from optouts.config import Settings, SettingsError
 from optouts.queued_requests import (
     MAX_RESULT_MESSAGE_BYTES,
     QueuedMessage,
@@ -212,3 +213,146 @@ def test_transient_failures_are_retried_until_the_last_delivery_publishes_failed
     assert (result["status"], result["attempts"], result["error"]["code"]) == ("failed", 2, "AcsUnavailable")
     assert [(r["phoneNumber"], r["status"], r["error"]["code"]) for r in result["results"]] == [
         ("+14255550100", "failed", "AcsThrottled")]
+
+
+# -- exactly what is published --------------------------------------------------------------------
+
+
+def without_time(result: dict[str, Any]) -> dict[str, Any]:
+    assert result["completedAt"].endswith("Z") and len(result["completedAt"]) == len("2026-01-01T00:00:00.000Z")
+    return {k: v for k, v in result.items() if k not in ("completedAt", "traceparent")}
+
+
+def test_a_result_message_is_compact_json_text_with_characters_as_they_are(
+    storage: tuple[QueueClient, ContainerClient],
+) -> None:
+    results, container = storage
+    result = {"correlationId": "ünï", "messageId": "m", "status": "completed", "results": []}
+    ResultPublisher(results, container).publish(result)
+    [message] = results.receive_messages(max_messages=1)
+    assert message.content == '{"correlationId":"ünï","messageId":"m","status":"completed","results":[]}'
+
+
+def test_a_result_of_exactly_the_limit_stays_in_the_message(storage: tuple[QueueClient, ContainerClient]) -> None:
+    results, container = storage
+    result = {"correlationId": "c", "messageId": "m", "status": "completed", "reason": ""}
+    size = len(json.dumps(result, separators=(",", ":")).encode())
+    result["reason"] = "r" * (MAX_RESULT_MESSAGE_BYTES - size)
+    ResultPublisher(results, container).publish(result)
+    assert received(results) == [result]
+
+
+def test_publishing_the_same_large_result_again_replaces_its_blob(storage: tuple[QueueClient, ContainerClient]) -> None:
+    results, container = storage
+    publisher = ResultPublisher(results, container)
+    publisher.publish(big_result())
+    publisher.publish(big_result(2_100))  # a redelivered message's result, larger this time
+    names = [pointer["resultsBlob"]["name"] for pointer in received(results)]
+    assert len(names) == 2 and names[0] == names[1]
+    assert len(json.loads(container.download_blob(names[1]).readall())["results"]) == 2_100
+
+
+def test_a_rejected_result_says_exactly_why(processor_for: Any, storage: tuple[QueueClient, ContainerClient],
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    message = queued({"action": "delete-everything-now", "phoneNumbers": [], "correlationId": "c-9"})
+    with caplog.at_level(logging.WARNING, logger="optouts.queued_requests"):
+        assert processor_for().process(message) == "rejected"
+    [result] = received(storage[0])
+    assert without_time(result) == {
+        "correlationId": "c-9", "messageId": message.id, "status": "rejected", "action": "delete-everythin",  # cut at 16 characters
+        "error": {"status": 400, "code": "ValidationFailed",
+                  "message": "action: must be one of add, remove, check; phoneNumbers: must contain at least one "
+                             "phone number",
+                  "errors": {"action": ["must be one of add, remove, check"],
+                             "phoneNumbers": ["must contain at least one phone number"]}},
+    }
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.queued_requests"] == [
+        f"queue message {message.id} rejected: ValidationFailed"]
+
+
+def test_a_rejected_result_without_a_usable_correlation_id_uses_the_message_id(
+    processor_for: Any, storage: tuple[QueueClient, ContainerClient]
+) -> None:
+    for correlation_id in ("", 7):
+        message = queued({"action": 5, "phoneNumbers": ["+14255550100"], "correlationId": correlation_id})
+        processor_for().process(message)
+        [result] = received(storage[0])
+        assert (result["correlationId"], "action" in result) == (message.id, False)
+        storage[0].clear_messages()
+    message = queued(b"[1, 2]")
+    processor_for().process(message)
+    [result] = received(storage[0])
+    assert without_time(result) == {
+        "correlationId": message.id, "messageId": message.id, "status": "rejected",
+        "error": {"status": 400, "code": "ValidationFailed", "message": "$: the body must be a JSON object",
+                  "errors": {"$": ["the body must be a JSON object"]}}}
+
+
+def test_the_last_delivery_publishes_exactly_what_failed(
+    processor_for: Any, storage: tuple[QueueClient, ContainerClient], emulator: AcsEmulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    emulator.faults = FaultConfig(recipient_error_rate=1.0, recipient_error_statuses=(502,))
+    message = queued({"action": "add", "phoneNumbers": ["+14255550100", "x"], "correlationId": "c-3"},
+                     dequeue_count=3)
+    with caplog.at_level(logging.WARNING, logger="optouts.queued_requests"), pytest.raises(RetryLater) as raised:
+        processor_for(max_dequeue_count=3).process(message)
+    assert str(raised.value) == "AcsUnavailable: 1 numbers could not be processed"
+    [result] = received(storage[0])
+    assert without_time(result) == {
+        "correlationId": "c-3", "messageId": message.id, "status": "failed", "action": "add", "sender": SENDER,
+        "attempts": 3, "error": {"code": "AcsUnavailable", "message": "1 numbers could not be processed"},
+        "results": [
+            {"input": "+14255550100", "phoneNumber": "+14255550100", "status": "failed",
+             "error": {"code": "AcsUnavailable", "message": "Bad gateway"}},
+            {"input": "x", "phoneNumber": None, "status": "invalid",
+             "error": {"code": "UnexpectedCharacters",
+                       "message": "a phone number may only contain digits, a leading +, spaces and - . ( ) /"}},
+        ],
+        "summary": {"total": 2, "succeeded": 0, "invalid": 1, "failed": 1},
+    }
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.queued_requests"] == [
+        f"queue message {message.id} attempt 3 of 3 failed (AcsUnavailable); giving up"]
+
+
+def test_an_earlier_delivery_says_it_will_be_redelivered(
+    processor_for: Any, emulator: AcsEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.faults = FaultConfig(server_error_rate=1.0)
+    message = queued({"action": "add", "phoneNumbers": ["+14255550100"]}, dequeue_count=1)
+    with caplog.at_level(logging.WARNING, logger="optouts.queued_requests"), pytest.raises(RetryLater) as raised:
+        processor_for(max_dequeue_count=3).process(message)
+    assert raised.value.final is False and str(raised.value).startswith("AcsUnavailable: ")
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.queued_requests"] == [
+        f"queue message {message.id} attempt 1 of 3 failed (AcsUnavailable); will be redelivered"]
+
+
+@pytest.mark.parametrize("broken", ["settings", "service"])
+def test_a_misconfigured_gateway_retries_and_finally_says_so(
+    storage: tuple[QueueClient, ContainerClient], broken: str
+) -> None:
+    results, container = storage
+    good = Settings.from_environ({"ACS_CONNECTION_STRING": "endpoint=http://127.0.0.1:1/;accesskey=cHc=",
+                                  "OPTOUT_DEFAULT_SENDER": SENDER})
+
+    def misconfigured() -> Any:
+        raise SettingsError("ACS_CONNECTION_STRING", "is missing")
+
+    processor = QueuedRequestProcessor(
+        settings=misconfigured if broken == "settings" else (lambda: good),
+        service=misconfigured, publisher=ResultPublisher(results, container), max_dequeue_count=2, time_budget=5)
+    body = {"action": "check", "phoneNumbers": ["+14255550100"], "correlationId": "c-4"}
+    with pytest.raises(RetryLater) as first:
+        processor.process(queued(body, dequeue_count=1))
+    assert first.value.final is False and received(results) == []
+    message = queued(body, dequeue_count=2)
+    with pytest.raises(RetryLater) as last:
+        processor.process(message)
+    assert str(last.value) == "GatewayMisconfigured: App setting ACS_CONNECTION_STRING: is missing"
+    [result] = received(results)
+    expected = {"correlationId": "c-4" if broken == "service" else message.id, "messageId": message.id,
+                "status": "failed", "attempts": 2,
+                "error": {"code": "GatewayMisconfigured", "message": "App setting ACS_CONNECTION_STRING: is missing"}}
+    if broken == "service":
+        expected.update({"action": "check", "sender": SENDER})
+    assert without_time(result) == expected

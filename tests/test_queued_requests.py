@@ -356,3 +356,55 @@ def test_a_misconfigured_gateway_retries_and_finally_says_so(
     if broken == "service":
         expected.update({"action": "check", "sender": SENDER})
     assert without_time(result) == expected
+
+
+def test_the_pointer_is_compact_and_the_missing_container_error_is_plain(
+    storage: tuple[QueueClient, ContainerClient],
+) -> None:
+    results, container = storage
+    ResultPublisher(results, container).publish(big_result())
+    [message] = results.receive_messages(max_messages=1)
+    assert ", " not in message.content and '": ' not in message.content
+    with pytest.raises(RuntimeError) as raised:
+        ResultPublisher(results, None).publish(big_result())
+    assert str(raised.value) == "result too large for a queue message and no results container is configured"
+
+
+def test_text_that_is_neither_json_nor_strict_base64_is_invalid_json(
+    processor_for: Any, storage: tuple[QueueClient, ContainerClient]
+) -> None:
+    message = queued(b"e3!0=")  # "{}" in base64 once the "!" is thrown away: it must not be
+    assert processor_for().process(message) == "rejected"
+    assert received(storage[0])[0]["error"]["code"] == "InvalidJson"
+
+
+def test_every_call_failing_on_the_last_delivery_is_reported_with_the_command(
+    processor_for: Any, storage: tuple[QueueClient, ContainerClient], emulator: AcsEmulator
+) -> None:
+    emulator.faults = FaultConfig(server_error_rate=1.0)
+    message = queued({"action": "remove", "phoneNumbers": ["+14255550100"], "correlationId": "c-5"},
+                     dequeue_count=3)
+    with pytest.raises(RetryLater):
+        processor_for(max_dequeue_count=3).process(message)
+    [result] = received(storage[0])
+    assert without_time(result) == {
+        "correlationId": "c-5", "messageId": message.id, "status": "failed", "action": "remove", "sender": SENDER,
+        "attempts": 3, "error": {"code": "AcsUnavailable",
+                                 "message": "Azure Communication Services is throttling or unavailable; retry later"}}
+
+
+def test_the_processors_time_budget_is_the_one_spent(
+    emulator: AcsEmulator, storage: tuple[QueueClient, ContainerClient]
+) -> None:
+    results, container = storage
+    settings = Settings.from_environ({"ACS_CONNECTION_STRING": emulator.connection_string,
+                                      "OPTOUT_DEFAULT_SENDER": SENDER})
+    emulator.faults = FaultConfig(hang_seconds=5)
+    with fast_client(emulator.connection_string, time_budget=30) as client:
+        service = OptOutService(client)
+        processor = QueuedRequestProcessor(settings=lambda: settings, service=lambda: service,
+                                           publisher=ResultPublisher(results, container),
+                                           max_dequeue_count=3, time_budget=0.3)
+        with pytest.raises(RetryLater) as raised:  # not a success after the 5 s hang
+            processor.process(queued({"action": "add", "phoneNumbers": ["+14255550100"]}))
+    assert str(raised.value).startswith("AcsUnavailable: ")

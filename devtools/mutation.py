@@ -32,7 +32,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "optouts/phone.py": ("tests/test_phone.py",),
     "optouts/commands.py": ("tests/test_commands.py",),
     "optouts/service.py": ("tests/test_service.py",),
-    "optouts/queued_requests.py": ("tests/test_queued_requests.py",),
+    "optouts/queued_requests.py": ("tests/test_queued_requests.py", "tests/test_telemetry.py"),
     "optouts/acs/client.py": ("tests/test_client.py",),
     "optouts/audit.py": ("tests/test_audit.py",),
 }

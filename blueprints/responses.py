@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import azure.functions as func
@@ -21,13 +21,14 @@ _logger = logging.getLogger("optouts.http")
 JSON_TYPES = ("application/json", "text/json")
 
 
-def json_response(body: Any, *, status: int = 200, trace_id: str) -> func.HttpResponse:
+def json_response(body: Any, *, status: int = 200, trace_id: str,
+                  headers: Mapping[str, str] | None = None) -> func.HttpResponse:
     return func.HttpResponse(
         _json_bytes(body),
         status_code=status,
         mimetype="application/json",
         charset="utf-8",
-        headers={"x-trace-id": trace_id},
+        headers={"x-trace-id": trace_id, **(headers or {})},
     )
 
 

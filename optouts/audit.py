@@ -33,6 +33,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from .config import SettingsError
+from .limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE  # noqa: F401 - part of this module's interface
 from .phone import mask
 from .storage import connection_string, identity_credential, service_url, transport_options
 
@@ -48,8 +49,6 @@ _logger = logging.getLogger(__name__)
 DEFAULT_TIME_BUDGET_SECONDS = 10.0
 #: Table calls in flight at once, per process (shared by all operations).
 DEFAULT_MAX_CONCURRENCY = 8
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 #: Principal names come from a header: kept, but not without limit.
 MAX_CALLER_LENGTH = 256
 #: A continuation token is the last RowKey of the previous page.

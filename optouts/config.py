@@ -56,6 +56,7 @@ class Settings:
     secret_cache_seconds: float
     api_version: str
     allow_insecure_bearer: bool
+    allow_insecure_http: bool
     default_sender: str | None
     allowed_senders: frozenset[str]
     default_region: str
@@ -152,6 +153,7 @@ class Settings:
             secret_cache_seconds=_number(env, "ACS_SECRET_CACHE_SECONDS", DEFAULT_SECRET_CACHE_SECONDS, minimum=0),
             api_version=_text(env, "ACS_API_VERSION") or DEFAULT_API_VERSION,
             allow_insecure_bearer=_flag(env, "ACS_ALLOW_INSECURE_BEARER"),
+            allow_insecure_http=_flag(env, "ACS_ALLOW_INSECURE_HTTP"),
             default_sender=default_sender,
             allowed_senders=allowed,
             default_region=region,

@@ -18,10 +18,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from .audit import MAX_PAGE_SIZE
 from .commands import MAX_REASON_LENGTH, MAX_SENDER_LENGTH
 from .config import DEFAULT_MAX_NUMBERS
-from .phone import MAX_INPUT_LENGTH
+from .limits import MAX_INPUT_LENGTH, MAX_PAGE_SIZE
 
 #: Replaced by the real app host when the connector is imported (docs/power-automate.md).
 PLACEHOLDER_HOST = "your-function-app.azurewebsites.net"
@@ -371,7 +370,9 @@ def _request_schema() -> dict[str, Any]:
                 "x-nullable": True,
                 "x-ms-summary": "Reason",
                 "x-ms-visibility": "advanced",
-                "description": "Free text kept in the audit trail, such as a ticket number.",
+                "description": "Free text kept in the audit trail, such as a ticket number: at most "
+                               f"{MAX_REASON_LENGTH} printable characters, no line breaks, tabs or other control "
+                               "characters (refused with 400 otherwise).",
             },
         },
     }
@@ -545,7 +546,8 @@ def _audit_record_schema() -> dict[str, Any]:
         "callerId": text("Caller id", "The Entra principal's object id, when known.", nullable=True),
         "channel": {"type": "string", "enum": ["http", "queue"], "x-ms-summary": "Channel",
                     "description": "How the request arrived: http or queue."},
-        "correlationId": text("Correlation id", "The trace id of the HTTP request or the queue correlationId."),
+        "correlationId": text("Correlation id", "The trace id of the HTTP request or the queue message's "
+                              "correlationId (1 to 128 of A-Z a-z 0-9 . _ : -), else its message id."),
         "reason": text("Reason", "The reason the caller gave.", nullable=True),
     }
     return {

@@ -1,7 +1,10 @@
-"""One service per worker process, built lazily from app settings.
+"""The composition root: one service per worker process, built lazily from app settings.
 
-Building is deferred to the first call so that `import function_app` stays light
-(cold start) and a broken setting is reported as an answer, not a crash at import.
+This is the one place where imports are deferred. `import function_app` (indexing the app,
+cold start) loads the blueprints, which import only light modules plus this one; the heavy
+side (azure-core and the ACS client, phonenumbers, the Storage SDKs) is imported here, by
+the getters and factories below, when the first request needs it. Building lazily also
+means a broken setting is reported as an answer, not as a crash at import.
 `start`, called when the app is indexed, logs every settings problem at once and sets up
 telemetry (optouts.telemetry); it never raises.
 """
@@ -15,15 +18,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .config import AuthMode, QueueSettings, Settings, SettingsError, all_problems
+from .problems import Problem, validation_problem
 
 if TYPE_CHECKING:
-    from .acs import OptOutsClient
-    from .audit import AuditTrail
+    from .acs.client import OptOutsClient
+    from .audit import AuditContext, AuditTrail, HistoryPage
     from .queued_requests import QueuedRequestProcessor
     from .readiness import ReadinessProbe
     from .service import OptOutService
 
 _logger = logging.getLogger("optouts.startup")
+_http_logger = logging.getLogger("optouts.http")
 _lock = threading.Lock()
 _settings: Settings | None = None
 _service: "OptOutService | None" = None
@@ -127,7 +132,7 @@ def get_service() -> "OptOutService":
         audit_trail = get_audit_trail() if settings.audit_writes else None
         with _lock:
             if _service is None:
-                from .acs import CredentialUnavailableError
+                from .acs.errors import CredentialUnavailableError
                 from .service import OptOutService, credentials_unavailable
 
                 try:
@@ -180,6 +185,49 @@ def get_queue_processor(max_dequeue_count: int) -> "QueuedRequestProcessor":
     return _processor
 
 
+def process_queue_message(message_id: str, body: bytes, dequeue_count: int, max_dequeue_count: int) -> str | None:
+    """Carry out one queued request (see `QueuedRequestProcessor.process`): None once its
+    terminal state is published, else why the host should deliver it again."""
+    from .queued_requests import QueuedMessage, RetryLater
+
+    message = QueuedMessage(id=message_id, body=body, dequeue_count=dequeue_count)
+    try:
+        get_queue_processor(max_dequeue_count).process(message)
+    except RetryLater as retry:
+        return str(retry)
+    return None
+
+
+def http_audit_context(headers: Mapping[str, str], trace_id: str) -> "AuditContext":
+    """Who is asking, for the audit trail, from an HTTP request's headers."""
+    from .audit import http_context
+
+    return http_context(headers, trace_id)
+
+
+def read_history(sender: str, raw_number: str, region: str, top: int,
+                 continuation_token: str | None) -> "tuple[str, HistoryPage]":
+    """(the number in E.164, one page of its audit records); a Problem for a number that is
+    not one, a token this API did not issue, or an audit table that cannot be read."""
+    from azure.core.exceptions import AzureError
+
+    from .audit import InvalidContinuationToken, describe_error
+    from .phone import InvalidNumber, normalize
+
+    number = normalize(raw_number, region)
+    if isinstance(number, InvalidNumber):
+        raise validation_problem({"phoneNumber": [number.message]}, code=number.code)
+    try:
+        page = get_audit_trail().history(sender, number.e164, top=top, continuation_token=continuation_token)
+    except InvalidContinuationToken as error:
+        raise validation_problem({"continuationToken": [str(error)]}) from None
+    except AzureError as error:
+        _http_logger.error("audit history unavailable: %s", describe_error(error))
+        raise Problem(503, "AuditUnavailable", "Audit trail unavailable",
+                      "the audit trail could not be read; retry later", retry_after=30) from None
+    return number.e164, page
+
+
 def get_readiness() -> "ReadinessProbe":
     global _readiness
     if _readiness is None:
@@ -197,18 +245,21 @@ def get_readiness() -> "ReadinessProbe":
 
 
 def build_client(settings: Settings) -> "OptOutsClient":
-    from .acs import InvalidConnectionStringError, OptOutsClient
+    from .acs.client import OptOutsClient
+    from .acs.credentials import InvalidConnectionStringError
+    from .acs.errors import InsecureEndpointError
 
     options = {
         "api_version": settings.api_version,
         "max_concurrency": settings.max_concurrency,
         "time_budget": settings.time_budget_seconds,
+        "allow_insecure_http": settings.allow_insecure_http,
     }
     if settings.auth_mode is AuthMode.CONNECTION_STRING:
         assert settings.acs_connection_string is not None
         try:
             return OptOutsClient.from_connection_string(settings.acs_connection_string, **options)
-        except InvalidConnectionStringError as error:
+        except (InvalidConnectionStringError, InsecureEndpointError) as error:
             raise SettingsError("ACS_CONNECTION_STRING", str(error)) from None
     if settings.auth_mode is AuthMode.MANAGED_IDENTITY:
         from .identity import gateway_credential
@@ -216,15 +267,21 @@ def build_client(settings: Settings) -> "OptOutsClient":
         assert settings.acs_endpoint is not None
         if not settings.acs_endpoint.lower().startswith(("https://", "http://")):
             raise SettingsError("ACS_ENDPOINT", "must start with https://")
-        return OptOutsClient(
-            settings.acs_endpoint,
-            gateway_credential(),
-            allow_insecure_bearer=settings.allow_insecure_bearer,
-            **options,
-        )
+        try:
+            return OptOutsClient(
+                settings.acs_endpoint,
+                gateway_credential(),
+                allow_insecure_bearer=settings.allow_insecure_bearer,
+                **options,
+            )
+        except InsecureEndpointError as error:
+            raise SettingsError("ACS_ENDPOINT", str(error)) from None
     from .keyvault import build_key_vault_client
 
-    return build_key_vault_client(settings, **options)
+    try:
+        return build_key_vault_client(settings, **options)
+    except InsecureEndpointError as error:
+        raise SettingsError("ACS_CONNECTION_STRING_SECRET_NAME", f"the secret's {error}") from None
 
 
 def reset() -> None:

@@ -27,6 +27,7 @@ from .acs import (
 )
 from .audit import AuditContext, AuditOutcome, AuditTrail, records_for
 from .commands import OptOutCommand
+from .logtext import log_safe
 from .phone import InvalidNumber, NormalizationResult, NormalizedNumber, mask, normalize
 from .problems import Problem
 
@@ -124,12 +125,12 @@ class OptOutService:
         try:
             upstream = self._client.run(command.action, command.sender, valid_numbers, time_budget=time_budget)
         except AcsAuthenticationError as error:
-            _logger.error("ACS rejected the gateway's credentials for %s: %s", command.action.value, error)
+            _logger.error("ACS rejected the gateway's credentials for %s: %s", command.action.value, log_safe(error, 400))
             raise Problem(502, "AcsAuthenticationFailed", "Upstream authentication failed",
                           "Azure Communication Services rejected the gateway's credentials or does not "
                           "own the sender; an operator must check the configuration") from None
         except AcsBadRequestError as error:
-            _logger.error("ACS rejected a %s call as malformed: %s", command.action.value, error)
+            _logger.error("ACS rejected a %s call as malformed: %s", command.action.value, log_safe(error, 400))
             raise Problem(502, "AcsRejectedRequest", "Upstream rejected the request",
                           "Azure Communication Services rejected the gateway's call") from None
         except CredentialUnavailableError as error:

@@ -215,12 +215,14 @@ def test_history_at_an_exact_multiple_of_the_page_size_has_no_empty_last_page(
     assert reasons == [f"r{n}" for n in range(records - 1, -1, -1)]
 
 
-def test_history_next_link_names_the_public_host(audit_env: str) -> None:
+def test_history_next_link_names_the_public_host(audit_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPTOUT_TRUSTED_FORWARDERS", "10.0.0.0/24")  # the proxy, as App Service saw it
     for _ in range(2):
         call("AddOptOuts", body={"phoneNumbers": [NUMBER]})
     response = call("GetOptOutHistory", method="GET", route_params={"phoneNumber": "(425) 555-0142"},
                     params={"top": "1"},
-                    headers={"X-Forwarded-Host": "optouts.contoso.com", "X-Forwarded-Proto": "https"})
+                    headers={"X-Forwarded-Host": "optouts.contoso.com", "X-Forwarded-Proto": "https",
+                             "X-Forwarded-For": "203.0.113.9, 10.0.0.4:50123"})
     assert body_of(response)["nextLink"].startswith("https://optouts.contoso.com/api/optouts/%2B14255550142/history?")
 
 

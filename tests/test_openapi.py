@@ -314,17 +314,25 @@ def test_openapi_function_fills_in_the_callers_host() -> None:
     assert document == openapi.build_document("sms-optout.azurewebsites.net")
 
 
-def test_openapi_function_prefers_forwarded_host_and_scheme() -> None:
-    response = call_openapi("http://10.0.0.4:8080/api/openapi.json", {
-        "x-forwarded-host": "api.contoso.com, internal-proxy", "x-forwarded-proto": "https"})
+def test_openapi_function_prefers_forwarded_host_and_scheme_from_a_trusted_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPTOUT_TRUSTED_FORWARDERS", "10.0.0.0/8")
+    headers = {"x-forwarded-host": "api.contoso.com, internal-proxy", "x-forwarded-proto": "https"}
+    response = call_openapi("http://10.0.0.4:8080/api/openapi.json", {**headers, "x-forwarded-for": "10.0.0.9:1234"})
     document = json.loads(response.get_body())
     assert (document["host"], document["schemes"]) == ("api.contoso.com", ["https"])
+    assert response.headers["Vary"] == "X-Forwarded-Host, X-Forwarded-Proto"
+    untrusted = json.loads(call_openapi("http://10.0.0.4:8080/api/openapi.json", headers).get_body())
+    assert (untrusted["host"], untrusted["schemes"]) == ("10.0.0.4:8080", ["http"])
 
 
 @pytest.mark.parametrize("forwarded", ['evil.com/"><script>', "a b", "", "host:99999999", "user@evil.com"])
-def test_a_forwarded_host_that_is_not_a_host_name_is_ignored(forwarded: str) -> None:
+def test_a_forwarded_host_that_is_not_a_host_name_is_ignored(forwarded: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPTOUT_TRUSTED_FORWARDERS", "127.0.0.1")
     assert public_origin("http://127.0.0.1:7071/api/openapi.json",
-                         {"x-forwarded-host": forwarded, "x-forwarded-proto": "gopher"}) == ("http", "127.0.0.1:7071")
+                         {"x-forwarded-host": forwarded, "x-forwarded-proto": "gopher",
+                          "x-forwarded-for": "127.0.0.1"}) == ("http", "127.0.0.1:7071")
 
 
 def test_ipv6_and_port_hosts_are_kept() -> None:

@@ -304,7 +304,7 @@ def test_the_last_delivery_publishes_exactly_what_failed(
         "attempts": 3, "error": {"code": "AcsUnavailable", "message": "1 numbers could not be processed"},
         "results": [
             {"input": "+14255550100", "phoneNumber": "+14255550100", "status": "failed",
-             "error": {"code": "AcsUnavailable", "message": "Bad gateway"}},
+             "error": {"code": "AcsUnavailable", "message": "Bad Gateway"}},
             {"input": "x", "phoneNumber": None, "status": "invalid",
              "error": {"code": "UnexpectedCharacters",
                        "message": "a phone number may only contain digits, a leading +, spaces and - . ( ) /"}},

@@ -48,6 +48,8 @@ def gateway() -> Iterator[LocalHost]:
             "ACS_CONNECTION_STRING": acs.connection_string,
             "OPTOUT_DEFAULT_SENDER": SENDER,
             "OPTOUT_TIME_BUDGET_SECONDS": "10",
+            # The local host appends the loopback peer to X-Forwarded-For: it plays the proxy here.
+            "OPTOUT_TRUSTED_FORWARDERS": "127.0.0.1, ::1",
         }
         runtime.reset()
         try:

@@ -12,12 +12,12 @@ _DURATIONS = ("latency_seconds", "latency_spike_seconds", "retry_after_seconds",
 
 #: The per-recipient failures ACS reports with a 200 answer, and the message each comes with.
 RECIPIENT_ERROR_MESSAGES = {
-    408: "Request timeout",
-    429: "Too many requests",
-    500: "Internal server error",
-    502: "Bad gateway",
-    503: "Service unavailable",
-    504: "Gateway timeout",
+    408: "Request Timeout",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 
 

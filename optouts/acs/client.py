@@ -1,6 +1,6 @@
 """The ACS SMS opt-out client: add, remove and check any number of recipients.
 
-Built like the official Azure SDK clients: an azure-core `PipelineClient` whose
+Built like the official Azure SDK clients: an azure-core `Pipeline` whose
 policies do retries, authentication and logging. On top of the three REST calls it
 splits recipients into chunks of at most 100, sends chunks concurrently with a
 bounded concurrency, sends each distinct recipient once, re-tries only the
@@ -10,6 +10,7 @@ result per input recipient in input order.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import threading
@@ -19,12 +20,13 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import orjson
-from azure.core import PipelineClient
+import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.core.pipeline import Pipeline
 from azure.core.pipeline.policies import (
     BearerTokenCredentialPolicy,
     HeadersPolicy,
@@ -32,7 +34,12 @@ from azure.core.pipeline.policies import (
     RequestIdPolicy,
     UserAgentPolicy,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from ..logtext import log_safe
 
 from .credentials import AccessKeyCredential, StaticAccessKey, parse_connection_string
 from .errors import (
@@ -41,18 +48,31 @@ from .errors import (
     AcsThrottledError,
     AcsUnavailableError,
     CredentialUnavailableError,
+    InsecureEndpointError,
     OptOutsError,
 )
 from .models import Operation, RecipientOutcome, RecipientResult
 from .observability import UpstreamAttemptPolicy, UpstreamCallPolicy
-from .policies import DEADLINE_OPTION, DeadlineRetryPolicy, HmacSigningPolicy
-from .transport import KeepAliveTransport
+from .policies import (
+    ANSWER_BODY,
+    DEADLINE_OPTION,
+    RETRY_AFTER_HEADERS,
+    BoundedAnswerPolicy,
+    DeadlineRetryPolicy,
+    HmacSigningPolicy,
+    RetryAfterPolicy,
+    parse_retry_after,
+)
 
 DEFAULT_API_VERSION = "2026-01-23"
 ACS_SCOPE = "https://communication.azure.com//.default"
 MAX_RECIPIENTS_PER_CALL = 100
 TRANSIENT_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 SDK_MONIKER = "sms-optout-gateway/0.1.0"
+#: An answer for 100 recipients is about 10 KB; anything larger than this is not one, and is not read.
+MAX_ANSWER_BYTES = 1_048_576
+#: Longest upstream text (an error message) carried into a result, an error or a log line.
+MAX_UPSTREAM_TEXT = 300
 
 _logger = logging.getLogger(__name__)
 
@@ -85,6 +105,7 @@ class OptOutsClient:
         recipient_retry_rounds: int = 2,
         recipient_retry_backoff: float = 0.2,
         allow_insecure_bearer: bool = False,
+        allow_insecure_http: bool = False,
         retry_total: int = 4,
         retry_backoff_factor: float = 0.5,
         retry_backoff_max: float = 8.0,
@@ -94,6 +115,11 @@ class OptOutsClient:
     ) -> None:
         if not endpoint.lower().startswith(("https://", "http://")):
             raise ValueError("endpoint must start with https:// or http://")
+        if not (endpoint.lower().startswith("https://") or allow_insecure_http or _is_loopback(endpoint)):
+            raise InsecureEndpointError(
+                "the ACS endpoint is plain http:// and not loopback: opt-out bodies are personal data, "
+                "so they only travel over https:// (set ACS_ALLOW_INSECURE_HTTP=true to allow it)"
+            )
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self._endpoint = endpoint.rstrip("/")
@@ -131,22 +157,18 @@ class OptOutsClient:
             UserAgentPolicy(sdk_moniker=SDK_MONIKER, **kwargs),
             UpstreamCallPolicy(),
             retry_policy,
+            RetryAfterPolicy(),
             auth_policy,
             UpstreamAttemptPolicy(),
             HttpLoggingPolicy(**kwargs),
+            BoundedAnswerPolicy(MAX_ANSWER_BYTES),
         ]
-        transport = kwargs.pop("transport", None) or KeepAliveTransport(
-            connection_timeout=connection_timeout,
-            read_timeout=read_timeout,
-            pool_size=4 * max_concurrency,
-        )
-        self._pipeline_client: PipelineClient = PipelineClient(
-            base_url=self._endpoint, policies=policies, transport=transport
-        )
+        # Every pool thread, plus the callers' own threads sending an operation's last chunk inline.
+        pool_size = 4 * max_concurrency
+        transport = kwargs.pop("transport", None) or _requests_transport(pool_size, connection_timeout, read_timeout)
+        self._pipeline: Pipeline = Pipeline(transport=transport, policies=policies)
         # Shared by all operations; each operation separately caps its own in-flight chunks.
-        self._executor = ThreadPoolExecutor(
-            max_workers=4 * max_concurrency, thread_name_prefix="optouts-acs"
-        )
+        self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="optouts-acs")
 
     @classmethod
     def from_connection_string(cls, connection_string: str, **kwargs: Any) -> "OptOutsClient":
@@ -177,7 +199,7 @@ class OptOutsClient:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
-        self._pipeline_client.close()
+        self._pipeline.__exit__()
 
     def __enter__(self) -> "OptOutsClient":
         return self
@@ -271,7 +293,7 @@ class OptOutsClient:
         if self._is_bearer:
             options["enforce_https"] = self._enforce_https
         try:
-            response = self._pipeline_client.send_request(request, **options)
+            pipeline_response = self._pipeline.run(request, **options)
         except OptOutsError:
             raise
         except ClientAuthenticationError as error:
@@ -281,10 +303,12 @@ class OptOutsClient:
             # Connection errors and timeouts that outlived the retry policy.
             return _whole_call_failure(chunk, None, None, f"no answer from ACS ({type(error).__name__})")
 
+        response = pipeline_response.http_response
         status = response.status_code
+        content: bytes | None = pipeline_response.context.get(ANSWER_BODY)
         if status == 200:
-            return _ChunkAnswer(results=_parse_recipients(operation, chunk, response.content))
-        error_text = _error_text(response.text())
+            return _ChunkAnswer(results=_parse_recipients(operation, chunk, content))
+        error_text = _error_text(content)
         if status in (401, 403):
             raise AcsAuthenticationError(f"ACS rejected the gateway's credentials ({status}): {error_text}")
         retry_after = _retry_after_seconds(response.headers)
@@ -406,22 +430,29 @@ def _request_body(sender: str, chunk: list[str]) -> bytes:
         return json.dumps(payload, separators=(",", ":")).encode("ascii")
 
 
-def _parse_recipients(operation: Operation, chunk: list[str], content: bytes) -> dict[str, RecipientResult]:
-    try:
-        items = orjson.loads(content)["value"]
-    except (ValueError, KeyError, TypeError):
-        items = []
+def _parse_recipients(operation: Operation, chunk: list[str], content: bytes | None) -> dict[str, RecipientResult]:
+    """One result per recipient of `chunk`, whatever ACS answered.
+
+    Entries that are not objects, name a recipient that was not asked, repeat one, or carry
+    wrong types are ignored or answered 502; a recipient the answer does not mention is a
+    transient 502 (asked again in a later round)."""
+    items: object = None
+    if content is not None:  # None: over MAX_ANSWER_BYTES, not read
+        try:
+            body = orjson.loads(content)
+        except orjson.JSONDecodeError:  # also what orjson raises past its nesting limit
+            body = None
+        items = body.get("value") if isinstance(body, dict) else None
     results: dict[str, RecipientResult] = {}
     asked = set(chunk)
     reports_opt_out = operation is Operation.CHECK
     for item in items if isinstance(items, list) else ():
         to = item.get("to") if isinstance(item, dict) else None
-        if isinstance(to, str) and to in asked:
-            results[to] = _recipient_result(to, item, reports_opt_out)
+        if isinstance(to, str) and to in asked and to not in results:
+            results[to] = _recipient_result(to, item, reports_opt_out)  # type: ignore[arg-type]
     if len(results) < len(asked):
         for to in chunk:
             if to not in results:
-                # Treated as transient: a later round (or redelivery) asks again.
                 results[to] = RecipientResult(to, RecipientOutcome.FAILED, 502,
                                               "ACS's answer did not mention this recipient")
     return results
@@ -429,8 +460,8 @@ def _parse_recipients(operation: Operation, chunk: list[str], content: bytes) ->
 
 def _recipient_result(to: str, item: dict[str, Any], reports_opt_out: bool) -> RecipientResult:
     status = item.get("httpStatusCode")
-    if not isinstance(status, int):
-        status = 502
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        return RecipientResult(to, RecipientOutcome.FAILED, 502, "ACS's answer had no valid httpStatusCode")
     if 200 <= status < 300:
         if not reports_opt_out:
             return RecipientResult(to, RecipientOutcome.SUCCEEDED, status)
@@ -440,30 +471,80 @@ def _recipient_result(to: str, item: dict[str, Any], reports_opt_out: bool) -> R
         return RecipientResult(to, RecipientOutcome.FAILED, 502, "ACS's answer lacked isOptedOut")
     message = item.get("errorMessage")
     outcome = RecipientOutcome.FAILED if status in TRANSIENT_STATUS_CODES or status >= 500 else RecipientOutcome.REJECTED
-    return RecipientResult(to, outcome, status, message if isinstance(message, str) else None)
+    return RecipientResult(to, outcome, status, _upstream_text(message) if isinstance(message, str) else None)
 
 
-def _error_text(text: str) -> str:
-    """ACS's own error message, from either of its two error shapes, kept short."""
+def _error_text(content: bytes | None) -> str:
+    """ACS's own error message, from either of its two error shapes: bounded in size (a huge
+    body is not parsed), nesting (orjson stops at 1024 levels, without recursion errors) and
+    characters (one log-safe line)."""
+    if content is None:
+        return f"an error answer over {MAX_ANSWER_BYTES} bytes (not read)"
     try:
-        body = json.loads(text)
-    except ValueError:
-        return text[:200]
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return _upstream_text(content.decode("utf-8", "replace"))
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict):
-            return f"{error.get('code', '')}: {error.get('message', '')}"[:300]
+            return _upstream_text(f"{_scalar(error.get('code'))}: {_scalar(error.get('message'))}")
         if "title" in body:
-            return f"{body.get('title')} {json.dumps(body.get('errors', {}))}"[:300]
-    return text[:200]
+            return _upstream_text(f"{_scalar(body.get('title'))} {_field_errors(body.get('errors'))}")
+    return _upstream_text(content.decode("utf-8", "replace"))
+
+
+def _scalar(value: object) -> str:
+    return value if isinstance(value, str) else "" if value is None else type(value).__name__
+
+
+def _field_errors(errors: object) -> str:
+    """`{"From": ["..."]}` as `From: ...`, reading only the first few fields and messages."""
+    if not isinstance(errors, dict):
+        return ""
+    parts = []
+    for name, messages in list(errors.items())[:5]:
+        texts = [m for m in messages[:3] if isinstance(m, str)] if isinstance(messages, list) else []
+        parts.append(f"{_scalar(name)}: {'; '.join(texts)}")
+    return ", ".join(parts)
+
+
+def _upstream_text(text: str) -> str:
+    return log_safe(text, MAX_UPSTREAM_TEXT)
 
 
 def _retry_after_seconds(headers: Any) -> float | None:
-    for name, scale in (("retry-after-ms", 0.001), ("x-ms-retry-after-ms", 0.001), ("Retry-After", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return max(0.0, float(value) * scale)
-            except ValueError:
-                continue
+    for name, unit in RETRY_AFTER_HEADERS:
+        seconds = parse_retry_after(headers.get(name), unit)
+        if seconds is not None:
+            return seconds
     return None
+
+
+def _is_loopback(endpoint: str) -> bool:
+    host = (urlsplit(endpoint).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _requests_transport(pool_size: int, connection_timeout: float, read_timeout: float) -> RequestsTransport:
+    """azure-core's standard transport on a requests session whose urllib3 pool holds as
+    many kept-alive connections per host as the client can have calls in flight.
+
+    Proxies (HTTPS_PROXY, NO_PROXY), CA bundles (REQUESTS_CA_BUNDLE) and TLS come from
+    requests and urllib3. Their own retries are off: the pipeline's retry policy decides."""
+    session = requests.Session()
+    session.trust_env = True
+    adapter = HTTPAdapter(
+        pool_connections=4,
+        pool_maxsize=pool_size,
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+    )
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return RequestsTransport(
+        session=session, session_owner=True, connection_timeout=connection_timeout, read_timeout=read_timeout
+    )

@@ -43,3 +43,8 @@ class AcsThrottledError(AcsTransientError):
 
 class AcsUnavailableError(AcsTransientError):
     """Every chunk failed with 5xx, a timeout or a connection error until retries ran out."""
+
+
+class InsecureEndpointError(OptOutsError, ValueError):
+    """The endpoint is plain http:// and neither loopback nor explicitly allowed: opt-out
+    bodies are personal data and would travel in clear text."""

@@ -140,7 +140,7 @@ VALIDATION_TITLE = "One or more validation errors occurred."
         ({"phoneNumbers": ["1"], "sender": "+" + "1" * 32}, Operation.ADD,
          {"sender": ["must be at most 32 characters"]}),
         ({"phoneNumbers": ["1"], "correlationId": "c" * 129, "action": "add"}, None,
-         {"correlationId": ["must be at most 128 characters"]}),
+         {"correlationId": ["must be 1 to 128 characters: letters, digits, '.', '_', ':' or '-'"]}),
         ({"phoneNumbers": [1, "2", None]}, Operation.ADD,
          {"phoneNumbers[0]": ["must be a string"], "phoneNumbers[2]": ["must be a string"]}),
         ({"phoneNumbers": []}, Operation.ADD, {"phoneNumbers": ["must contain at least one phone number"]}),

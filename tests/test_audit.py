@@ -314,6 +314,26 @@ def test_history_next_links_are_absolute_and_never_carry_the_key(audit_env: dict
     assert [r["reason"] for r in seen] == [f"step {n}" for n in range(4, -1, -1)]
 
 
+@pytest.mark.parametrize(("records", "top", "expected_pages"), [(4, 2, [2, 2]), (2, 2, [2]), (3, 1, [1, 1, 1])])
+def test_history_at_an_exact_multiple_of_the_page_size_has_no_empty_last_page(
+        audit_env: dict[str, str], azurite: Azurite, records: int, top: int, expected_pages: list[int]) -> None:
+    for n in range(records):
+        call("AddOptOuts", body={"phoneNumbers": [NUMBER], "reason": f"r{n}"})
+    drain_index(azurite, audit_env["queue"])
+    sizes: list[int] = []
+    reasons: list[str] = []
+    params = {"top": str(top)}
+    for _ in range(records + 2):  # bounded: one page more than needed is already the bug
+        page = history(NUMBER, **params)
+        sizes.append(len(page["value"]))
+        reasons += [r["reason"] for r in page["value"]]
+        if "nextLink" not in page:
+            break
+        params = {name: values[0] for name, values in parse_qs(urlsplit(page["nextLink"]).query).items()}
+    assert sizes == expected_pages
+    assert reasons == [f"r{n}" for n in range(records - 1, -1, -1)]
+
+
 def test_history_next_link_names_the_public_host(audit_env: dict[str, str], azurite: Azurite,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPTOUT_TRUSTED_FORWARDERS", "10.0.0.0/24")  # the proxy, as App Service saw it

@@ -21,3 +21,5 @@ def test_the_aws_benchmark_runs_and_renders(monkeypatch: pytest.MonkeyPatch) -> 
     assert "remove 6 numbers (6 DeleteOptedOutNumber calls)" in report
     assert "check 6 numbers (2 DescribeOptedOutNumbers calls)" in report
     assert results["remove"]["calls"] == 6 and results["throttled"] == 0
+    section = "\n".join(aws_throughput.render_section(results))
+    assert "## 7. AWS End User Messaging SMS against its quota" in section and "vs quota" in section

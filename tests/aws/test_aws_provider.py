@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from devtools.aws_emulator import AwsEmulator
-from optouts.providers.aws import RateBudgetExceededError
+from optouts.providers.aws.errors import RateBudgetExceededError
 from optouts.providers.aws.provider import AwsProvider, InvalidNextTokenError
 from optouts.providers.base import (
     Operation,

@@ -77,7 +77,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         "## 1. Overhead per request (ms), zero injected latency",
         "",
-        "Every azure-core figure goes through the gateway's own transport (optouts/acs/transport.py), which writes "
+        "Every azure-core figure goes through the gateway's own transport (optouts/providers/acs/transport.py), which writes "
         "each request in one `sendall` and parses answers with httptools; raw `http.client` sends the head field by "
         "field and parses answers with the `email` package, which is why a pipeline can come in under raw.",
         "",

@@ -29,7 +29,7 @@ def e164_numbers(count: int) -> list[str]:
 
 
 def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> dict[str, object]:
-    from optouts.acs import OptOutsClient
+    from optouts.providers.acs import OptOutsClient
 
     from .client_overhead import InProcessGateway, RawPoster, normalize_all
 

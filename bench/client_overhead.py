@@ -17,9 +17,9 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from optouts.acs import OptOutsClient, parse_connection_string, signing
-from optouts.acs.credentials import decode_access_key
-from optouts.phone import NormalizedNumber, normalize
+from optouts.providers.acs import OptOutsClient, parse_connection_string, signing
+from optouts.providers.acs.credentials import decode_access_key
+from optouts.domain.phone import NormalizedNumber, normalize
 
 from .measure import Figure, interleaved
 from .processes import emulator_process
@@ -84,7 +84,7 @@ class TransportAlone:
     the leanest exchange on this stack, shown beside the budgets' `http.client` reference."""
 
     def __init__(self, connection_string: str) -> None:
-        from optouts.acs.transport import KeepAliveTransport
+        from optouts.providers.acs.transport import KeepAliveTransport
 
         self._check = SignedCheck(connection_string)
         self._transport = KeepAliveTransport()
@@ -118,9 +118,9 @@ class BarePipeline:
             UserAgentPolicy,
         )
 
-        from optouts.acs.credentials import StaticAccessKey
-        from optouts.acs.policies import HmacSigningPolicy
-        from optouts.acs.transport import KeepAliveTransport
+        from optouts.providers.acs.credentials import StaticAccessKey
+        from optouts.providers.acs.policies import HmacSigningPolicy
+        from optouts.providers.acs.transport import KeepAliveTransport
 
         self._endpoint, key = parse_connection_string(connection_string)
         signing = HmacSigningPolicy(StaticAccessKey(key))

@@ -37,7 +37,7 @@ def azurite_table_insert_rate(connection_string: str, count: int, concurrency: i
 
     from azure.data.tables import TableClient
 
-    from optouts.storage import transport_options
+    from optouts.azure.storage import transport_options
 
     # The audit trail's own transport settings, so the two figures compare like with like.
     table = TableClient.from_connection_string(connection_string, "benchinserts", **transport_options({}))

@@ -6,7 +6,7 @@ import logging
 
 import azure.functions as func
 
-from optouts.problems import Problem
+from optouts.domain.problems import Problem
 
 from .responses import guarded, json_response, require_json
 
@@ -16,9 +16,9 @@ _logger = logging.getLogger("optouts.http")
 
 def _bulk(action: str, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     # Imported on first use: the client's dependencies are not needed to index the app (cold start).
-    from optouts.acs.models import Operation
-    from optouts.audit import http_context
-    from optouts.commands import decode_json, parse_command
+    from optouts.domain.operations import Operation
+    from optouts.audit.trail import http_context
+    from optouts.domain.commands import decode_json, parse_command
     from optouts.runtime import get_service, get_settings
 
     require_json(req)
@@ -54,10 +54,10 @@ def check_opt_outs(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
 @blueprint.route(route="optouts/{phoneNumber}", methods=["GET"])
 @guarded
 def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
-    from optouts.acs.models import Operation
-    from optouts.audit import http_context
-    from optouts.commands import OptOutCommand, is_known_region, resolve_sender
-    from optouts.problems import validation_problem
+    from optouts.domain.operations import Operation
+    from optouts.audit.trail import http_context
+    from optouts.domain.commands import OptOutCommand, is_known_region, resolve_sender
+    from optouts.domain.problems import validation_problem
     from optouts.runtime import get_service, get_settings
 
     settings = get_settings()
@@ -92,10 +92,10 @@ def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpRespons
 def get_opt_out_history(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     from azure.core.exceptions import AzureError
 
-    from optouts.audit import InvalidContinuationToken, describe_error
-    from optouts.commands import resolve_sender
-    from optouts.phone import InvalidNumber, normalize
-    from optouts.problems import validation_problem
+    from optouts.audit.trail import InvalidContinuationToken, describe_error
+    from optouts.domain.commands import resolve_sender
+    from optouts.domain.phone import InvalidNumber, normalize
+    from optouts.domain.problems import validation_problem
     from optouts.runtime import get_audit_trail, get_settings
 
     settings = get_settings()
@@ -122,8 +122,8 @@ def get_opt_out_history(req: func.HttpRequest, trace_id: str) -> func.HttpRespon
 
 
 def _page_size(raw: str | None) -> int:
-    from optouts.audit import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-    from optouts.problems import validation_problem
+    from optouts.audit.trail import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+    from optouts.domain.problems import validation_problem
 
     text = (raw or "").strip()
     if not text:
@@ -138,7 +138,7 @@ def _next_link(req: func.HttpRequest, phone_number: str, sender: str, top: int, 
     purpose: it is a secret, and the connector sends it as a header on every page."""
     from urllib.parse import quote, urlencode
 
-    from optouts.openapi import BASE_PATH
+    from optouts.contract.openapi import BASE_PATH
 
     from .openapi_api import public_origin
 

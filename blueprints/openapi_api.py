@@ -29,7 +29,7 @@ def public_origin(url: str, headers: func.HttpRequestHeaders | dict[str, str]) -
     if not _HOST_PATTERN.match(host):
         host = headers.get("host") or ""
     if not _HOST_PATTERN.match(host):
-        from optouts.openapi import PLACEHOLDER_HOST
+        from optouts.contract.openapi import PLACEHOLDER_HOST
 
         host = PLACEHOLDER_HOST
     return scheme, host
@@ -44,7 +44,7 @@ def _first(value: str | None) -> str:
 @blueprint.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
     # Imported here, not at module level: indexing the app (cold start) does not need it.
-    from optouts.openapi import build_document
+    from optouts.contract.openapi import build_document
 
     scheme, host = public_origin(req.url, req.headers)
     document = build_document(host, schemes=(scheme,))

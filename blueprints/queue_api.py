@@ -44,7 +44,7 @@ def _host_json_max_dequeue_count() -> int:
     connection="AzureWebJobsStorage",
 )
 def process_opt_out_request(msg: func.QueueMessage) -> None:
-    from optouts.queued_requests import QueuedMessage
+    from optouts.usecases.queued_requests import QueuedMessage
     from optouts.runtime import get_queue_processor
 
     processor = get_queue_processor(max_dequeue_count())

@@ -13,7 +13,7 @@ import azure.functions as func
 import orjson
 
 from optouts.config import SettingsError
-from optouts.problems import Problem, new_trace_id
+from optouts.domain.problems import Problem, new_trace_id
 
 _logger = logging.getLogger("optouts.http")
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .config import AuthMode, QueueSettings, Settings, SettingsError
+from optouts.providers.acs.settings import AuthMode
+from optouts.config import QueueSettings, Settings, SettingsError
 
 if TYPE_CHECKING:
-    from .acs import OptOutsClient
-    from .audit import AuditTrail
-    from .queued_requests import QueuedRequestProcessor
-    from .service import OptOutService
+    from optouts.providers.acs import OptOutsClient
+    from optouts.audit.trail import AuditTrail
+    from optouts.usecases.queued_requests import QueuedRequestProcessor
+    from optouts.usecases.service import OptOutService
 
 _lock = threading.Lock()
 _settings: Settings | None = None
@@ -41,8 +42,8 @@ def get_service() -> "OptOutService":
         audit_trail = get_audit_trail() if settings.audit_writes else None
         with _lock:
             if _service is None:
-                from .acs import CredentialUnavailableError
-                from .service import OptOutService, credentials_unavailable
+                from optouts.providers.acs import CredentialUnavailableError
+                from optouts.usecases.service import OptOutService, credentials_unavailable
 
                 try:
                     client = build_client(settings)
@@ -61,7 +62,7 @@ def get_audit_trail() -> "AuditTrail":
         settings = get_settings()
         with _lock:
             if _audit_trail is None:
-                from .audit import AuditTrail, table_client
+                from optouts.audit.trail import AuditTrail, table_client
 
                 _audit_trail = AuditTrail(lambda: table_client(settings.audit_table),
                                           include_checks=settings.audit_checks)
@@ -75,8 +76,8 @@ def get_queue_processor(max_dequeue_count: int) -> "QueuedRequestProcessor":
     if _processor is None:
         with _lock:
             if _processor is None:
-                from .queued_requests import QueuedRequestProcessor, ResultPublisher
-                from .storage import blob_container_client, queue_client
+                from optouts.usecases.queued_requests import QueuedRequestProcessor, ResultPublisher
+                from optouts.azure.storage import blob_container_client, queue_client
 
                 queue_settings = QueueSettings.from_environ()
                 publisher = ResultPublisher(
@@ -95,7 +96,7 @@ def get_queue_processor(max_dequeue_count: int) -> "QueuedRequestProcessor":
 
 
 def build_client(settings: Settings) -> "OptOutsClient":
-    from .acs import InvalidConnectionStringError, OptOutsClient
+    from optouts.providers.acs import InvalidConnectionStringError, OptOutsClient
 
     options = {
         "api_version": settings.api_version,
@@ -109,7 +110,7 @@ def build_client(settings: Settings) -> "OptOutsClient":
         except InvalidConnectionStringError as error:
             raise SettingsError("ACS_CONNECTION_STRING", str(error)) from None
     if settings.auth_mode is AuthMode.MANAGED_IDENTITY:
-        from .identity import gateway_credential
+        from optouts.azure.identity import gateway_credential
 
         assert settings.acs_endpoint is not None
         if not settings.acs_endpoint.lower().startswith(("https://", "http://")):
@@ -120,7 +121,7 @@ def build_client(settings: Settings) -> "OptOutsClient":
             allow_insecure_bearer=settings.allow_insecure_bearer,
             **options,
         )
-    from .keyvault import build_key_vault_client
+    from optouts.providers.acs.keyvault import build_key_vault_client
 
     return build_key_vault_client(settings, **options)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from devtools.acs_emulator import AcsEmulator
-from optouts.acs import OptOutsClient
+from optouts.providers.acs import OptOutsClient
 
 SENDER = "+18005550100"
 OTHER_SENDER = "+18005550111"

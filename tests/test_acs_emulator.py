@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from devtools.acs_emulator import AcsEmulator, FaultConfig, running_emulator
-from optouts.acs import signing
+from optouts.providers.acs import signing
 
 SENDER = "+18005550100"
 NUMBER = "+14255550100"

@@ -22,11 +22,12 @@ from azure.storage.queue import QueueClient
 from devtools.acs_emulator import AcsEmulator
 from devtools.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, free_port
 from devtools.localhost import LocalHost
-from optouts import audit, runtime
-from optouts.acs.models import Operation
-from optouts.audit import AuditContext, AuditRecord, AuditTrail, table_client
-from optouts.commands import OptOutCommand
-from optouts.service import OptOutService
+from optouts.audit import trail as audit
+from optouts import runtime
+from optouts.domain.operations import Operation
+from optouts.audit.trail import AuditContext, AuditRecord, AuditTrail, table_client
+from optouts.domain.commands import OptOutCommand
+from optouts.usecases.service import OptOutService
 
 from .conftest import OTHER_SENDER, SENDER, fast_client
 from .test_http_api import assert_problem, body_of, call
@@ -295,7 +296,7 @@ def closed_port_storage() -> str:
 def test_table_unavailable_the_change_still_answers_200_flagged(
     audit_env: str, emulator: AcsEmulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="optouts.audit")
+    caplog.set_level(logging.WARNING, logger="optouts.audit.trail")
     monkeypatch.setenv("AzureWebJobsStorage", closed_port_storage())
     runtime.reset()
     emulator.seed_opt_outs(SENDER, [NUMBER, OTHER_NUMBER])

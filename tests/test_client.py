@@ -14,17 +14,17 @@ from azure.core.credentials import AccessToken
 
 from devtools.acs_emulator import AcsEmulator, FaultConfig
 from devtools.azure_standins._server import JsonHandler, LocalServer
-from optouts.acs import (
+from optouts.providers.acs import (
     AcsAuthenticationError,
     AcsBadRequestError,
     AcsThrottledError,
     AcsUnavailableError,
     InvalidConnectionStringError,
     OptOutsClient,
-    RecipientOutcome,
     StaticAccessKey,
     parse_connection_string,
 )
+from optouts.providers.base import RecipientOutcome
 
 from .conftest import SENDER, fast_client
 

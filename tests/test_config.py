@@ -1,6 +1,7 @@
 import pytest
 
-from optouts.config import AuthMode, Settings, SettingsError
+from optouts.providers.acs.settings import AuthMode
+from optouts.config import Settings, SettingsError
 
 CONNECTION = "endpoint=https://x.communication.azure.com/;accesskey=cHc="
 

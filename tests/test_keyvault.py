@@ -20,11 +20,11 @@ from devtools.azure_standins import KeyVaultStandIn, ManagedIdentityStandIn
 from devtools.azure_standins.key_vault import VAULT_RESOURCE
 from devtools.azure_standins.managed_identity import CONFLICTING_ENVIRONMENT
 from optouts import runtime
-from optouts.acs import OptOutsClient
-from optouts.acs.errors import CredentialUnavailableError
+from optouts.providers.acs import OptOutsClient
+from optouts.providers.acs.errors import CredentialUnavailableError
 from optouts.config import Settings, SettingsError
-from optouts.identity import gateway_credential
-from optouts.keyvault import (
+from optouts.azure.identity import gateway_credential
+from optouts.providers.acs.keyvault import (
     REJECTED_KEY_RECHECK_SECONDS,
     KeyVaultAccessKey,
     build_key_vault_client,
@@ -372,7 +372,7 @@ def test_vault_down_on_the_first_call_is_503_not_500(monkeypatch: pytest.MonkeyP
     import socket
 
     from optouts import runtime
-    from optouts.problems import Problem
+    from optouts.domain.problems import Problem
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

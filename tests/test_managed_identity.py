@@ -14,7 +14,7 @@ from devtools.acs_emulator import AcsEmulator
 from devtools.azure_standins import ManagedIdentityStandIn
 from devtools.azure_standins.managed_identity import CONFLICTING_ENVIRONMENT
 from optouts import runtime
-from optouts.identity import BOUNDED_PIPELINE_OPTIONS
+from optouts.azure.identity import BOUNDED_PIPELINE_OPTIONS
 
 from .conftest import OTHER_SENDER, SENDER
 from .test_http_api import assert_problem, body_of, call

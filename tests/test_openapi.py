@@ -20,7 +20,9 @@ from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 import function_app
 from blueprints.openapi_api import public_origin
 from devtools.indexing import indexed_functions
-from optouts import commands, config, openapi
+from optouts.domain import commands
+from optouts import config
+from optouts.contract import openapi
 
 REPO = Path(__file__).resolve().parent.parent
 CONNECTOR = REPO / "connector"
@@ -194,11 +196,11 @@ def test_request_schema_is_the_code_rules() -> None:
 
 
 def test_response_schemas_accept_what_the_service_reports() -> None:
-    # The 200 report's keys come from optouts.service; a renamed key there must show up here.
+    # The 200 report's keys come from optouts.usecases.service; a renamed key there must show up here.
     from jsonschema import Draft4Validator
 
-    from optouts.acs.models import Operation
-    from optouts.service import NumberError, NumberResult, OperationReport
+    from optouts.domain.operations import Operation
+    from optouts.domain.reports import NumberError, NumberResult, OperationReport
 
     document = openapi.build_document()
     report = OperationReport(Operation.CHECK, "+18005550100", [
@@ -233,7 +235,7 @@ def as_json_schema(document: dict[str, Any], name: str) -> dict[str, Any]:
                                             ("aad/apiDefinition.swagger.json", "entra-id")])
 def test_committed_definition_is_the_generated_one(path: str, auth: str) -> None:
     generated = openapi.render(openapi.build_document(openapi.PLACEHOLDER_HOST, auth=auth))  # type: ignore[arg-type]
-    regenerate = f"python -m optouts.openapi --auth {auth} > connector/{path}"
+    regenerate = f"python -m optouts.contract.openapi --auth {auth} > connector/{path}"
     assert (CONNECTOR / path).read_text(encoding="utf-8") == generated, f"stale: run {regenerate}"
 
 
@@ -334,4 +336,4 @@ def test_the_guide_names_the_actions_as_the_flow_designer_shows_them() -> None:
         for operation in item.values():
             assert f"| {operation['summary']} |" in guide, operation["operationId"]
     for auth in ("", " --auth entra-id"):  # the regeneration commands it gives must be the real ones
-        assert f"python -m optouts.openapi{auth} > connector/" in guide
+        assert f"python -m optouts.contract.openapi{auth} > connector/" in guide

@@ -17,9 +17,9 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError, Ser
 from azure.core.rest import HttpRequest, HttpResponse
 
 from devtools.azure_standins._server import JsonHandler, LocalServer
-from optouts.acs import OptOutsClient
-from optouts.acs import transport as transport_module
-from optouts.acs.transport import KeepAliveTransport
+from optouts.providers.acs import OptOutsClient
+from optouts.providers.acs import transport as transport_module
+from optouts.providers.acs.transport import KeepAliveTransport
 
 from .conftest import SENDER
 

@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 
-from optouts.acs import signing
+from optouts.providers.acs import signing
 
 HMAC_SCHEME = "HMAC-SHA256 "
 BEARER_SCHEME = "Bearer "

@@ -25,7 +25,7 @@ from typing import Any
 import azure.functions.queue as func_queue
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from optouts.storage import queue_client
+from optouts.azure.storage import queue_client
 
 from .app_loader import QueueFunction
 from .host_config import QueueOptions

@@ -32,15 +32,20 @@ from datetime import datetime, timedelta, timezone
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from .config import SettingsError
-from .phone import mask
-from .storage import connection_string, identity_credential, service_url, transport_options
+from optouts.config import SettingsError
+from optouts.domain.phone import mask
+from optouts.azure.storage import (
+    connection_string,
+    identity_credential,
+    service_url,
+    transport_options,
+)
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
 
-    from .commands import OptOutCommand
-    from .service import OperationReport
+    from optouts.domain.commands import OptOutCommand
+    from optouts.domain.reports import OperationReport
 
 _logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .config import SettingsError
+from optouts.config import SettingsError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .acs.models import Operation
-from .config import Settings
-from .problems import Problem, validation_problem
+from optouts.domain.operations import Operation
+from optouts.config import Settings
+from optouts.domain.problems import Problem, validation_problem
 
 MAX_REASON_LENGTH = 500
 MAX_CORRELATION_ID_LENGTH = 128

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .audit import queue_context
-from .commands import OptOutCommand, decode_json, parse_command
-from .config import DEFAULT_REQUESTS_QUEUE, Settings, SettingsError
-from .problems import Problem
-from .service import OperationReport, OptOutService
+from optouts.audit.trail import queue_context
+from optouts.domain.commands import OptOutCommand, decode_json, parse_command
+from optouts.config import DEFAULT_REQUESTS_QUEUE, Settings, SettingsError
+from optouts.domain.problems import Problem
+from optouts.domain.reports import OperationReport
+from optouts.usecases.service import OptOutService
 
 _logger = logging.getLogger(__name__)
 

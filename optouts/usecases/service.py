@@ -11,21 +11,26 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
-from .acs import (
+from optouts.providers.acs import (
     AcsAuthenticationError,
     AcsBadRequestError,
     AcsThrottledError,
     AcsTransientError,
     CredentialUnavailableError,
-    Operation,
     OptOutsClient,
-    RecipientOutcome,
-    RecipientResult,
 )
-from .audit import AuditContext, AuditOutcome, AuditTrail, records_for
-from .commands import OptOutCommand
-from .phone import InvalidNumber, NormalizationResult, NormalizedNumber, mask, normalize
-from .problems import Problem
+from optouts.domain.operations import Operation
+from optouts.providers.base import RecipientOutcome, RecipientResult
+from optouts.audit.trail import AuditContext, AuditOutcome, AuditTrail, records_for
+from optouts.domain.commands import OptOutCommand
+from optouts.domain.phone import (
+    InvalidNumber,
+    NormalizationResult,
+    NormalizedNumber,
+    mask,
+    normalize,
+)
+from optouts.domain.problems import Problem
 
 _logger = logging.getLogger(__name__)
 

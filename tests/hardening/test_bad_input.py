@@ -39,7 +39,7 @@ FUZZ = settings(deadline=None, database=None,
 
 UNICODE_DIGITS = "０１２３４５６７８９٠١٢٣٤٥٦٧٨٩۰۴۵०१२९০৯๑๙𝟎𝟏𝟗𝟘𝟡"
 LOOK_ALIKES = "OoIlL|SBZ①②²³₁ⅠⅡ＋﹢➕‐−\u200b\u200e\u202e\ufeff\u0660\u06f0\u2007"
-from optouts.phone import SEPARATORS as _GATEWAY_SEPARATORS
+from optouts.domain.phone import SEPARATORS as _GATEWAY_SEPARATORS
 
 SEPARATORS = "".join(sorted(_GATEWAY_SEPARATORS))  # what the gateway itself treats as separators
 

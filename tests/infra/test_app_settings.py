@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from optouts.config import AuthMode, QueueSettings, Settings, SettingsError
+from optouts.providers.acs.settings import AuthMode
+from optouts.config import QueueSettings, Settings, SettingsError
 from tests.infra import bicep
 from tests.infra.bicep import Expr
 

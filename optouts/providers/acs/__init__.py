@@ -1,8 +1,18 @@
 """A client for the Azure Communication Services SMS opt-out API."""
 
-from .client import ACS_SCOPE, DEFAULT_API_VERSION, MAX_RECIPIENTS_PER_CALL, OptOutsClient
-from .credentials import AccessKeyCredential, InvalidConnectionStringError, StaticAccessKey, parse_connection_string
-from .errors import (
+from optouts.providers.acs.client import (
+    ACS_SCOPE,
+    DEFAULT_API_VERSION,
+    MAX_RECIPIENTS_PER_CALL,
+    OptOutsClient,
+)
+from optouts.providers.acs.credentials import (
+    AccessKeyCredential,
+    InvalidConnectionStringError,
+    StaticAccessKey,
+    parse_connection_string,
+)
+from optouts.providers.acs.errors import (
     AcsAuthenticationError,
     AcsBadRequestError,
     AcsThrottledError,
@@ -11,7 +21,8 @@ from .errors import (
     CredentialUnavailableError,
     OptOutsError,
 )
-from .models import Operation, RecipientOutcome, RecipientResult
+from optouts.domain.operations import Operation
+from optouts.providers.base import RecipientOutcome, RecipientResult
 
 __all__ = [
     "ACS_SCOPE",

@@ -34,8 +34,12 @@ from azure.core.pipeline.policies import (
 )
 from azure.core.rest import HttpRequest
 
-from .credentials import AccessKeyCredential, StaticAccessKey, parse_connection_string
-from .errors import (
+from optouts.providers.acs.credentials import (
+    AccessKeyCredential,
+    StaticAccessKey,
+    parse_connection_string,
+)
+from optouts.providers.acs.errors import (
     AcsAuthenticationError,
     AcsBadRequestError,
     AcsThrottledError,
@@ -43,9 +47,10 @@ from .errors import (
     CredentialUnavailableError,
     OptOutsError,
 )
-from .models import Operation, RecipientOutcome, RecipientResult
-from .policies import DEADLINE_OPTION, DeadlineRetryPolicy, HmacSigningPolicy
-from .transport import KeepAliveTransport
+from optouts.domain.operations import Operation
+from optouts.providers.base import RecipientOutcome, RecipientResult
+from optouts.providers.acs.policies import DEADLINE_OPTION, DeadlineRetryPolicy, HmacSigningPolicy
+from optouts.providers.acs.transport import KeepAliveTransport
 
 DEFAULT_API_VERSION = "2026-01-23"
 ACS_SCOPE = "https://communication.azure.com//.default"

@@ -28,11 +28,11 @@ from azure.core.exceptions import (
 )
 from azure.keyvault.secrets import SecretClient
 
-from .acs import InvalidConnectionStringError, OptOutsClient
-from .acs.credentials import decode_access_key, parse_connection_string
-from .acs.errors import CredentialUnavailableError
-from .config import Settings, SettingsError
-from .identity import BOUNDED_PIPELINE_OPTIONS, gateway_credential
+from optouts.providers.acs import InvalidConnectionStringError, OptOutsClient
+from optouts.providers.acs.credentials import decode_access_key, parse_connection_string
+from optouts.providers.acs.errors import CredentialUnavailableError
+from optouts.config import Settings, SettingsError
+from optouts.azure.identity import BOUNDED_PIPELINE_OPTIONS, gateway_credential
 
 _logger = logging.getLogger(__name__)
 

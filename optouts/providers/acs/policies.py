@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy, RetryPolicy
 
-from . import signing
-from .credentials import AccessKeyCredential
+from optouts.providers.acs import signing
+from optouts.providers.acs.credentials import AccessKeyCredential
 
 #: Options a caller passes per request; popped here so the transport never sees them.
 DEADLINE_OPTION = "optouts_deadline"

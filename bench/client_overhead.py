@@ -17,9 +17,9 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from optouts.domain.phone import NormalizedNumber, normalize
 from optouts.providers.acs import OptOutsClient, parse_connection_string, signing
 from optouts.providers.acs.credentials import decode_access_key
-from optouts.domain.phone import NormalizedNumber, normalize
 
 from .measure import Figure, interleaved
 from .processes import emulator_process

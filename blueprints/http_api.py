@@ -16,9 +16,9 @@ _logger = logging.getLogger("optouts.http")
 
 def _bulk(action: str, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     # Imported on first use: the client's dependencies are not needed to index the app (cold start).
-    from optouts.domain.operations import Operation
     from optouts.audit.trail import http_context
     from optouts.domain.commands import decode_json, parse_command
+    from optouts.domain.operations import Operation
     from optouts.runtime import get_service, get_settings
 
     require_json(req)
@@ -54,9 +54,9 @@ def check_opt_outs(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
 @blueprint.route(route="optouts/{phoneNumber}", methods=["GET"])
 @guarded
 def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
-    from optouts.domain.operations import Operation
     from optouts.audit.trail import http_context
     from optouts.domain.commands import OptOutCommand, is_known_region, resolve_sender
+    from optouts.domain.operations import Operation
     from optouts.domain.problems import validation_problem
     from optouts.runtime import get_service, get_settings
 
@@ -151,6 +151,6 @@ def _next_link(req: func.HttpRequest, phone_number: str, sender: str, top: int, 
 @blueprint.route(route="health", methods=["GET"])
 @guarded
 def health(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
-    from optouts.runtime import get_settings
+    from optouts.runtime import describe_configuration
 
-    return json_response({"status": "ok", "configuration": get_settings().describe()}, trace_id=trace_id)
+    return json_response({"status": "ok", "configuration": describe_configuration()}, trace_id=trace_id)

@@ -44,8 +44,8 @@ def _host_json_max_dequeue_count() -> int:
     connection="AzureWebJobsStorage",
 )
 def process_opt_out_request(msg: func.QueueMessage) -> None:
-    from optouts.usecases.queued_requests import QueuedMessage
     from optouts.runtime import get_queue_processor
+    from optouts.usecases.queued_requests import QueuedMessage
 
     processor = get_queue_processor(max_dequeue_count())
     processor.process(QueuedMessage(id=msg.id or "", body=msg.get_body(), dequeue_count=msg.dequeue_count or 1))

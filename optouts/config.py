@@ -1,4 +1,7 @@
-"""Settings read from app settings (environment variables).
+"""The gateway's settings, read from app settings (environment variables).
+
+Each provider reads its own (optouts/providers/acs/settings.py); what is here holds whatever
+provider serves a sender.
 
 Reading settings never raises at import time: a missing or broken setting is
 reported as a `SettingsError` naming the setting, when a function first needs it.
@@ -6,25 +9,20 @@ reported as a `SettingsError` naming the setting, when a function first needs it
 
 from __future__ import annotations
 
-import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-DEFAULT_API_VERSION = "2026-01-23"
 DEFAULT_REGION = "US"
 DEFAULT_MAX_NUMBERS = 10_000
 DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_TIME_BUDGET_SECONDS = 60.0
-DEFAULT_SECRET_CACHE_SECONDS = 300.0
 DEFAULT_REQUESTS_QUEUE = "optout-requests"
 DEFAULT_RESULTS_QUEUE = "optout-results"
 DEFAULT_RESULTS_CONTAINER = "optout-results"
 DEFAULT_QUEUE_TIME_BUDGET_SECONDS = 20.0
 DEFAULT_AUDIT_TABLE = "optoutaudit"
-
-KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
 
 
 class SettingsError(Exception):
@@ -36,22 +34,11 @@ class SettingsError(Exception):
         self.problem = problem
 
 
-class AuthMode(str, enum.Enum):
-    CONNECTION_STRING = "connection-string"
-    KEY_VAULT = "key-vault"
-    MANAGED_IDENTITY = "managed-identity"
-
-
 @dataclass(frozen=True)
 class Settings:
-    auth_mode: AuthMode
-    acs_connection_string: str | None
-    acs_endpoint: str | None
-    key_vault_url: str | None
-    connection_string_secret_name: str | None
-    secret_cache_seconds: float
-    api_version: str
-    allow_insecure_bearer: bool
+    """The gateway's own settings: senders, limits, the audit trail. How each provider is
+    reached is its own settings' business (optouts/providers/acs/settings.py)."""
+
     default_sender: str | None
     allowed_senders: frozenset[str]
     default_region: str
@@ -66,49 +53,12 @@ class Settings:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if environ is None else environ
-        connection_string = _text(env, "ACS_CONNECTION_STRING")
-        endpoint = _text(env, "ACS_ENDPOINT")
-        key_vault_url = _text(env, "KEY_VAULT_URL")
-        secret_name = _text(env, "ACS_CONNECTION_STRING_SECRET_NAME")
-
-        if connection_string is not None:
-            if connection_string.startswith(KEY_VAULT_REFERENCE_PREFIX):
-                raise SettingsError(
-                    "ACS_CONNECTION_STRING",
-                    "is an unresolved Key Vault reference; check that the app's identity "
-                    "can read the secret and that the reference points to an existing secret",
-                )
-            auth_mode = AuthMode.CONNECTION_STRING
-        elif key_vault_url is not None or secret_name is not None:
-            if key_vault_url is None:
-                raise SettingsError("KEY_VAULT_URL", "is required with ACS_CONNECTION_STRING_SECRET_NAME")
-            if secret_name is None:
-                raise SettingsError("ACS_CONNECTION_STRING_SECRET_NAME", "is required with KEY_VAULT_URL")
-            auth_mode = AuthMode.KEY_VAULT
-        elif endpoint is not None:
-            auth_mode = AuthMode.MANAGED_IDENTITY
-        else:
-            raise SettingsError(
-                "ACS_CONNECTION_STRING",
-                "no way to reach ACS is configured: set ACS_CONNECTION_STRING, "
-                "or KEY_VAULT_URL with ACS_CONNECTION_STRING_SECRET_NAME, or ACS_ENDPOINT "
-                "for managed identity",
-            )
-
         default_sender = _text(env, "OPTOUT_DEFAULT_SENDER")
         allowed = _csv(env, "OPTOUT_ALLOWED_SENDERS")
         if not allowed and default_sender is not None:
             allowed = frozenset({default_sender})
 
         return cls(
-            auth_mode=auth_mode,
-            acs_connection_string=connection_string,
-            acs_endpoint=endpoint,
-            key_vault_url=key_vault_url,
-            connection_string_secret_name=secret_name,
-            secret_cache_seconds=_number(env, "ACS_SECRET_CACHE_SECONDS", DEFAULT_SECRET_CACHE_SECONDS, minimum=0),
-            api_version=_text(env, "ACS_API_VERSION") or DEFAULT_API_VERSION,
-            allow_insecure_bearer=_flag(env, "ACS_ALLOW_INSECURE_BEARER"),
             default_sender=default_sender,
             allowed_senders=allowed,
             default_region=(_text(env, "OPTOUT_DEFAULT_REGION") or DEFAULT_REGION).upper(),
@@ -124,10 +74,6 @@ class Settings:
     def describe(self) -> dict[str, object]:
         """What /api/health may show: the configuration's shape, never a secret."""
         return {
-            "authMode": self.auth_mode.value,
-            "acsEndpoint": self.acs_endpoint if self.auth_mode is AuthMode.MANAGED_IDENTITY else None,
-            "keyVaultUrl": self.key_vault_url,
-            "apiVersion": self.api_version,
             "defaultSender": self.default_sender,
             "allowedSenders": sorted(self.allowed_senders),
             "defaultRegion": self.default_region,

@@ -22,11 +22,11 @@ from azure.storage.queue import QueueClient
 from devtools.acs_emulator import AcsEmulator
 from devtools.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, free_port
 from devtools.localhost import LocalHost
-from optouts.audit import trail as audit
 from optouts import runtime
-from optouts.domain.operations import Operation
+from optouts.audit import trail as audit
 from optouts.audit.trail import AuditContext, AuditRecord, AuditTrail, table_client
 from optouts.domain.commands import OptOutCommand
+from optouts.domain.operations import Operation
 from optouts.usecases.service import OptOutService
 
 from .conftest import OTHER_SENDER, SENDER, fast_client
@@ -361,7 +361,7 @@ def test_a_hanging_table_is_cut_off_by_the_time_budget(emulator: AcsEmulator,
         worker.join(timeout=WAIT_SECONDS)  # a bound against hanging the suite, not a timing assertion
         finished = not worker.is_alive()
         trail.close()
-        service.client.close()
+        service.provider.close()
     assert finished, "the operation waited on the hanging table past its budget"
     (report,) = answers
     assert report.summary["succeeded"] == 2 and report.audit == audit.AuditOutcome(recorded=0, failed=2)

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from optouts.domain.operations import Operation
-from optouts.domain.commands import decode_json, parse_command
 from optouts.config import Settings
+from optouts.domain.commands import decode_json, parse_command
+from optouts.domain.operations import Operation
 from optouts.domain.problems import Problem
 
 SETTINGS = Settings.from_environ({

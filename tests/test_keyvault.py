@@ -20,16 +20,17 @@ from devtools.azure_standins import KeyVaultStandIn, ManagedIdentityStandIn
 from devtools.azure_standins.key_vault import VAULT_RESOURCE
 from devtools.azure_standins.managed_identity import CONFLICTING_ENVIRONMENT
 from optouts import runtime
+from optouts.azure.identity import gateway_credential
+from optouts.config import SettingsError
 from optouts.providers.acs import OptOutsClient
 from optouts.providers.acs.errors import CredentialUnavailableError
-from optouts.config import Settings, SettingsError
-from optouts.azure.identity import gateway_credential
 from optouts.providers.acs.keyvault import (
     REJECTED_KEY_RECHECK_SECONDS,
     KeyVaultAccessKey,
     build_key_vault_client,
     secret_client,
 )
+from optouts.providers.acs.settings import AcsSettings
 
 from .conftest import OTHER_SENDER, SENDER
 from .test_http_api import assert_problem, body_of, call
@@ -94,7 +95,7 @@ def check_number() -> object:
 
 
 def key_vault_client(**options: object) -> OptOutsClient:
-    return build_key_vault_client(Settings.from_environ(), **{**FAST_RETRIES, **options})  # type: ignore[arg-type]
+    return build_key_vault_client(AcsSettings.from_environ(), **{**FAST_RETRIES, **options})  # type: ignore[arg-type]
 
 
 def access_key(azure: Azure, *, cache_seconds: float = 300.0, clock: object = None) -> KeyVaultAccessKey:

@@ -20,9 +20,9 @@ from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 import function_app
 from blueprints.openapi_api import public_origin
 from devtools.indexing import indexed_functions
-from optouts.domain import commands
 from optouts import config
 from optouts.contract import openapi
+from optouts.domain import commands
 
 REPO = Path(__file__).resolve().parent.parent
 CONNECTOR = REPO / "connector"

@@ -28,8 +28,8 @@ from schemathesis.specs.openapi.checks import (
 from devtools.acs_emulator import AcsEmulator
 from devtools.azurite import Azurite
 from devtools.localhost import LocalHost
-from optouts.contract import openapi
 from optouts import runtime
+from optouts.contract import openapi
 
 from .conftest import OTHER_SENDER, SENDER
 

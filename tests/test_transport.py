@@ -13,7 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from azure.core.exceptions import ServiceRequestError, ServiceResponseError, ServiceResponseTimeoutError
+from azure.core.exceptions import (
+    ServiceRequestError,
+    ServiceResponseError,
+    ServiceResponseTimeoutError,
+)
 from azure.core.rest import HttpRequest, HttpResponse
 
 from devtools.azure_standins._server import JsonHandler, LocalServer

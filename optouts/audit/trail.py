@@ -32,14 +32,14 @@ from datetime import datetime, timedelta, timezone
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from optouts.config import SettingsError
-from optouts.domain.phone import mask
 from optouts.azure.storage import (
     connection_string,
     identity_credential,
     service_url,
     transport_options,
 )
+from optouts.config import SettingsError
+from optouts.domain.phone import mask
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient

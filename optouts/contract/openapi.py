@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from optouts.audit.trail import MAX_PAGE_SIZE
-from optouts.domain.commands import MAX_REASON_LENGTH, MAX_SENDER_LENGTH
 from optouts.config import DEFAULT_MAX_NUMBERS
+from optouts.domain.commands import MAX_REASON_LENGTH, MAX_SENDER_LENGTH
 from optouts.domain.phone import MAX_INPUT_LENGTH
 
 #: Replaced by the real app host when the connector is imported (docs/power-automate.md).

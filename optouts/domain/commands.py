@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from optouts.domain.operations import Operation
 from optouts.config import Settings
+from optouts.domain.operations import Operation
 from optouts.domain.problems import Problem, validation_problem
 
 MAX_REASON_LENGTH = 500

@@ -4,7 +4,7 @@ Every message ends in exactly one terminal state, announced on the results queue
 
 - `completed`: processed; per-number results as the HTTP API gives them;
 - `rejected`: the message itself is invalid; never retried;
-- `failed`: ACS stayed unavailable through every delivery; the message goes to the
+- `failed`: the provider stayed unavailable through every delivery; the message goes to the
   poison queue untouched (the host moves it there when the last attempt raises).
 
 Transient failures are retried by redelivery: `process` raises `RetryLater` and the
@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from optouts.audit.trail import queue_context
-from optouts.domain.commands import OptOutCommand, decode_json, parse_command
 from optouts.config import DEFAULT_REQUESTS_QUEUE, Settings, SettingsError
+from optouts.domain.commands import OptOutCommand, decode_json, parse_command
 from optouts.domain.problems import Problem
 from optouts.domain.reports import OperationReport
 from optouts.usecases.service import OptOutService
@@ -136,9 +136,10 @@ class QueuedRequestProcessor:
             return self._retry_or_fail(message, command, problem.code, problem.detail)
         except SettingsError as error:
             return self._retry_or_fail(message, command, "GatewayMisconfigured", str(error))
-        if report.has_transient_failures:
+        transient_code = report.transient_failure_code
+        if transient_code is not None:
             return self._retry_or_fail(
-                message, command, "AcsUnavailable",
+                message, command, transient_code,
                 f"{report.summary['failed']} numbers could not be processed", report,
             )
         self._publisher.publish(_completed(message, command, report))

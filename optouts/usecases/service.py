@@ -7,21 +7,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from functools import cached_property
-from typing import Any
+from dataclasses import replace
 
-from optouts.providers.acs import (
-    AcsAuthenticationError,
-    AcsBadRequestError,
-    AcsThrottledError,
-    AcsTransientError,
-    CredentialUnavailableError,
-    OptOutsClient,
-)
-from optouts.domain.operations import Operation
-from optouts.providers.base import RecipientOutcome, RecipientResult
-from optouts.audit.trail import AuditContext, AuditOutcome, AuditTrail, records_for
+from optouts.audit.trail import AuditContext, AuditTrail, records_for
 from optouts.domain.commands import OptOutCommand
 from optouts.domain.phone import (
     InvalidNumber,
@@ -31,110 +19,66 @@ from optouts.domain.phone import (
     normalize,
 )
 from optouts.domain.problems import Problem
+from optouts.domain.reports import NumberError, NumberResult, OperationReport
+from optouts.providers.base import (
+    Provider,
+    ProviderAuthenticationError,
+    ProviderCredentialsError,
+    ProviderRejectedError,
+    ProviderTransientError,
+    RecipientOutcome,
+    RecipientResult,
+)
 
 _logger = logging.getLogger(__name__)
 
-#: When ACS gave no Retry-After, callers are asked to come back after this long.
+#: When the provider gave no Retry-After, callers are asked to come back after this long.
 DEFAULT_RETRY_AFTER_SECONDS = 30
 _MASKED_IN_LOGS = 10
-TRANSIENT_ERROR_CODES = frozenset({"AcsThrottled", "AcsUnavailable"})
-
-
-@dataclass(frozen=True, slots=True)
-class NumberError:
-    code: str
-    message: str
-
-
-# Not frozen: one is built per number (10,000 in a bulk call), and a frozen dataclass's
-# __init__ costs three times as much. Nothing changes them after construction.
-@dataclass(slots=True)
-class NumberResult:
-    input: str
-    phone_number: str | None
-    status: str  # succeeded | invalid | failed
-    opted_out: bool | None = None
-    error: NumberError | None = None
-    upstream_status: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"input": self.input, "phoneNumber": self.phone_number, "status": self.status}
-        if self.opted_out is not None:
-            data["optedOut"] = self.opted_out
-        if self.error is not None:
-            data["error"] = {"code": self.error.code, "message": self.error.message}
-        return data
-
-
-@dataclass(frozen=True)
-class OperationReport:
-    action: Operation
-    sender: str
-    results: list[NumberResult]
-    #: None when the operation is not audited (a check, unless OPTOUT_AUDIT_CHECKS=true).
-    audit: AuditOutcome | None = None
-
-    @cached_property
-    def summary(self) -> dict[str, int]:
-        counts = {"total": len(self.results), "succeeded": 0, "invalid": 0, "failed": 0}
-        for result in self.results:
-            counts[result.status] += 1
-        return counts
-
-    @property
-    def has_transient_failures(self) -> bool:
-        """Whether some numbers failed only because ACS was throttling or unavailable."""
-        return any(r.error is not None and r.error.code in TRANSIENT_ERROR_CODES for r in self.results)
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "action": self.action.value,
-            "sender": self.sender,
-            "results": [r.to_dict() for r in self.results],
-            "summary": self.summary,
-        }
-        if self.audit is not None:
-            data["audit"] = self.audit.to_dict()
-        return data
+#: Per-number codes when a provider gave none (RecipientResult.error_code); ACS always gives one.
+REJECTED_CODE = "RejectedByUpstream"
+THROTTLED_CODE = "UpstreamThrottled"
+UNAVAILABLE_CODE = "UpstreamUnavailable"
 
 
 class OptOutService:
-    def __init__(self, client: OptOutsClient, audit_trail: AuditTrail | None = None) -> None:
-        self._client = client
+    def __init__(self, provider: Provider, audit_trail: AuditTrail | None = None) -> None:
+        self._provider = provider
         self._audit_trail = audit_trail
 
     @property
-    def client(self) -> OptOutsClient:
-        return self._client
+    def provider(self) -> Provider:
+        return self._provider
 
     def execute(
         self, command: OptOutCommand, *, time_budget: float | None = None, audit: AuditContext | None = None
     ) -> OperationReport:
         """Normalize, send the valid numbers upstream, and report one result per input;
-        with an `audit` context, append what ACS was asked to the audit trail.
+        with an `audit` context, append what the provider was asked to the audit trail.
 
-        Raises `Problem` (502/503) when ACS refused the gateway or failed every call.
+        Raises `Problem` (502/503) when the provider refused the gateway or failed every call;
+        the answer's code is the error's own (`AcsThrottled`...), a stable contract.
         """
         normalized: list[NormalizationResult] = []
         valid_numbers = _normalize_streaming(command, normalized)
         try:
-            upstream = self._client.run(command.action, command.sender, valid_numbers, time_budget=time_budget)
-        except AcsAuthenticationError as error:
-            _logger.error("ACS rejected the gateway's credentials for %s: %s", command.action.value, error)
-            raise Problem(502, "AcsAuthenticationFailed", "Upstream authentication failed",
-                          "Azure Communication Services rejected the gateway's credentials or does not "
+            upstream = self._provider.run(command.action, command.sender, valid_numbers, time_budget=time_budget)
+        except ProviderAuthenticationError as error:
+            _logger.error("%s rejected the gateway's credentials for %s: %s", error.upstream, command.action.value, error)
+            raise Problem(502, error.code, "Upstream authentication failed",
+                          f"{error.upstream} rejected the gateway's credentials or does not "
                           "own the sender; an operator must check the configuration") from None
-        except AcsBadRequestError as error:
-            _logger.error("ACS rejected a %s call as malformed: %s", command.action.value, error)
-            raise Problem(502, "AcsRejectedRequest", "Upstream rejected the request",
-                          "Azure Communication Services rejected the gateway's call") from None
-        except CredentialUnavailableError as error:
+        except ProviderRejectedError as error:
+            _logger.error("%s rejected a %s call as malformed: %s", error.upstream, command.action.value, error)
+            raise Problem(502, error.code, "Upstream rejected the request",
+                          f"{error.upstream} rejected the gateway's call") from None
+        except ProviderCredentialsError as error:
             raise credentials_unavailable(error) from None
-        except AcsTransientError as error:
-            code = "AcsThrottled" if isinstance(error, AcsThrottledError) else "AcsUnavailable"
-            _logger.warning("ACS failed every %s call after retries (%s)", command.action.value, code)
-            raise Problem(503, code, "Upstream temporarily unavailable",
-                          "Azure Communication Services is throttling or unavailable; retry later",
+        except ProviderTransientError as error:
+            _logger.warning("%s failed every %s call after retries (%s)", error.upstream, command.action.value,
+                            error.code)
+            raise Problem(503, error.code, "Upstream temporarily unavailable",
+                          f"{error.upstream} is throttling or unavailable; retry later",
                           retry_after=error.retry_after or DEFAULT_RETRY_AFTER_SECONDS) from None
 
         report = OperationReport(command.action, command.sender, _merge(command, normalized, upstream))
@@ -153,12 +97,12 @@ class OptOutService:
                             report.action.value, summary["failed"], failed[:_MASKED_IN_LOGS])
 
 
-def credentials_unavailable(error: CredentialUnavailableError) -> Problem:
+def credentials_unavailable(error: ProviderCredentialsError) -> Problem:
     """The answer when Key Vault or the identity endpoint failed, whether while building
     the client or in the middle of an operation."""
     _logger.error("the gateway could not get its credentials: %s", error)
-    return Problem(503, "CredentialsUnavailable", "Gateway credentials unavailable",
-                   "the gateway could not obtain its credentials for Azure Communication Services; retry later",
+    return Problem(503, error.code, "Gateway credentials unavailable",
+                   f"the gateway could not obtain its credentials for {error.upstream}; retry later",
                    retry_after=DEFAULT_RETRY_AFTER_SECONDS)
 
 
@@ -192,10 +136,11 @@ def _merge(
 
 
 def _from_unsuccessful_upstream(raw: str, answer: RecipientResult) -> NumberResult:
-    message = answer.error_message or "no details from ACS"
+    message = answer.error_message or "no details from the provider"
     if answer.outcome is RecipientOutcome.REJECTED:
         status = "invalid" if answer.status_code == 400 else "failed"
-        return NumberResult(raw, answer.to, status, error=NumberError("RejectedByAcs", message),
+        return NumberResult(raw, answer.to, status, error=NumberError(answer.error_code or REJECTED_CODE, message),
                             upstream_status=answer.status_code)
-    code = "AcsThrottled" if answer.status_code == 429 else "AcsUnavailable"
-    return NumberResult(raw, answer.to, "failed", error=NumberError(code, message), upstream_status=answer.status_code)
+    code = answer.error_code or (THROTTLED_CODE if answer.status_code == 429 else UNAVAILABLE_CODE)
+    return NumberResult(raw, answer.to, "failed", error=NumberError(code, message, transient=True),
+                        upstream_status=answer.status_code)

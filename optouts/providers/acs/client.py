@@ -1,23 +1,20 @@
 """The ACS SMS opt-out client: add, remove and check any number of recipients.
 
 Built like the official Azure SDK clients: an azure-core `PipelineClient` whose
-policies do retries, authentication and logging. On top of the three REST calls it
-splits recipients into chunks of at most 100, sends chunks concurrently with a
-bounded concurrency, sends each distinct recipient once, re-tries only the
-recipients ACS answered with a transient per-recipient error, and answers one
-result per input recipient in input order.
+policies do retries, authentication and logging. It is the ACS `Provider`
+(optouts.providers.base): the shared fan-out (optouts.providers.fanout) splits recipients
+into chunks of at most 100 and sends them concurrently, each distinct recipient once,
+re-tries the recipients ACS answered with a transient per-recipient error, and answers one
+result per input recipient in input order; this module makes the one REST call per chunk.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
-from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -34,6 +31,7 @@ from azure.core.pipeline.policies import (
 )
 from azure.core.rest import HttpRequest
 
+from optouts.domain.operations import Operation
 from optouts.providers.acs.credentials import (
     AccessKeyCredential,
     StaticAccessKey,
@@ -47,28 +45,24 @@ from optouts.providers.acs.errors import (
     CredentialUnavailableError,
     OptOutsError,
 )
-from optouts.domain.operations import Operation
-from optouts.providers.base import RecipientOutcome, RecipientResult
 from optouts.providers.acs.policies import DEADLINE_OPTION, DeadlineRetryPolicy, HmacSigningPolicy
+from optouts.providers.acs.settings import DEFAULT_API_VERSION
 from optouts.providers.acs.transport import KeepAliveTransport
+from optouts.providers.base import RecipientOutcome, RecipientResult
+from optouts.providers.fanout import ChunkAnswer, FanOut
 
-DEFAULT_API_VERSION = "2026-01-23"
 ACS_SCOPE = "https://communication.azure.com//.default"
 MAX_RECIPIENTS_PER_CALL = 100
 TRANSIENT_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 SDK_MONIKER = "sms-optout-gateway/0.1.0"
+#: Per-number error codes in answers (contract): a final refusal, and the two transient failures.
+REJECTED_CODE = "RejectedByAcs"
+THROTTLED_CODE = "AcsThrottled"
+UNAVAILABLE_CODE = "AcsUnavailable"
+#: A per-recipient failure ACS gave no message for.
+NO_DETAILS = "no details from ACS"
 
 _logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class _ChunkAnswer:
-    """What one chunk's call produced: per-recipient results, or a whole-call failure."""
-
-    results: dict[str, RecipientResult]
-    transient_failure: bool = False
-    retry_after: float | None = None
-    status_code: int | None = None
 
 
 class OptOutsClient:
@@ -77,6 +71,9 @@ class OptOutsClient:
     One instance is meant to live for the whole process: it owns a connection pool
     and a thread pool, and is safe to use from many threads at once.
     """
+
+    #: The provider's name in the audit trail and metrics.
+    name = "acs"
 
     def __init__(
         self,
@@ -106,10 +103,7 @@ class OptOutsClient:
             operation: f"{self._endpoint}/sms/optouts:{operation.value}?{urlencode({'api-version': api_version})}"
             for operation in Operation
         }
-        self._max_concurrency = max_concurrency
         self._time_budget = time_budget
-        self._recipient_retry_rounds = recipient_retry_rounds
-        self._recipient_retry_backoff = recipient_retry_backoff
         self._read_timeout = read_timeout
         self._is_bearer = not hasattr(credential, "get_key")
         self._enforce_https = not allow_insecure_bearer
@@ -145,9 +139,14 @@ class OptOutsClient:
         self._pipeline_client: PipelineClient = PipelineClient(
             base_url=self._endpoint, policies=policies, transport=transport
         )
-        # Shared by all operations; each operation separately caps its own in-flight chunks.
-        self._executor = ThreadPoolExecutor(
-            max_workers=4 * max_concurrency, thread_name_prefix="optouts-acs"
+        self._fanout = FanOut(
+            self._send_chunk,
+            chunk_size=MAX_RECIPIENTS_PER_CALL,
+            max_concurrency=max_concurrency,
+            all_failed=_transient_error,
+            retry_rounds=recipient_retry_rounds,
+            retry_backoff=recipient_retry_backoff,
+            thread_name_prefix="optouts-acs",
         )
 
     @classmethod
@@ -178,7 +177,7 @@ class OptOutsClient:
         return self._run(operation, sender, recipients, time_budget)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._fanout.close()
         self._pipeline_client.close()
 
     def __enter__(self) -> "OptOutsClient":
@@ -193,70 +192,11 @@ class OptOutsClient:
         self, operation: Operation, sender: str, recipients: Iterable[str], time_budget: float | None
     ) -> list[RecipientResult]:
         deadline = time.monotonic() + (self._time_budget if time_budget is None else time_budget)
-        order: list[str] = []
-        answers: dict[str, RecipientResult] = {}
-        batch = _ChunkBatch(self, operation, sender, deadline, answers)
-
-        chunk: list[str] = []
-        full: list[str] | None = None
-        seen: set[str] = set()
-        # `recipients` may be a generator doing real work (number normalization):
-        # consuming it while earlier chunks are in flight overlaps that work with I/O.
-        for to in recipients:
-            order.append(to)
-            if to in seen:
-                continue
-            seen.add(to)
-            if full is not None:
-                batch.submit(full)
-                full = None
-            chunk.append(to)
-            if len(chunk) == MAX_RECIPIENTS_PER_CALL:
-                # Held back until another recipient shows up: the last chunk is sent
-                # from this thread, which would otherwise sit idle waiting for it.
-                full, chunk = chunk, []
-        last = full or chunk
-        if last:
-            batch.submit(last, inline=True)
-        batch.wait(raise_when_nothing_answered=True)
-
-        self._retry_failed_recipients(batch, operation, sender, deadline, answers)
-        return [answers[to] for to in order]
-
-    def _retry_failed_recipients(
-        self,
-        first_pass: "_ChunkBatch",
-        operation: Operation,
-        sender: str,
-        deadline: float,
-        answers: dict[str, RecipientResult],
-    ) -> None:
-        """Bounded re-try of the recipients ACS answered with a per-recipient 429/5xx.
-
-        Recipients of a call that failed as a whole are not re-tried here: the retry
-        policy already spent its attempts on that call.
-        """
-        gave_up = set(first_pass.whole_call_failures)
-        for round_number in range(self._recipient_retry_rounds):
-            retryable = [
-                to for to, result in answers.items()
-                if result.outcome is RecipientOutcome.FAILED and to not in gave_up
-            ]
-            if not retryable:
-                return
-            pause = self._recipient_retry_backoff * (2**round_number)
-            if time.monotonic() + pause >= deadline:
-                return
-            time.sleep(pause)
-            batch = _ChunkBatch(self, operation, sender, deadline, answers)
-            for start in range(0, len(retryable), MAX_RECIPIENTS_PER_CALL):
-                batch.submit(retryable[start : start + MAX_RECIPIENTS_PER_CALL])
-            batch.wait(raise_when_nothing_answered=False)
-            gave_up |= batch.whole_call_failures
+        return self._fanout.run(operation, sender, recipients, deadline=deadline)
 
     # -- one chunk -------------------------------------------------------------------
 
-    def _send_chunk(self, operation: Operation, sender: str, chunk: list[str], deadline: float) -> _ChunkAnswer:
+    def _send_chunk(self, operation: Operation, sender: str, chunk: list[str], deadline: float) -> ChunkAnswer:
         request = HttpRequest(
             "POST",
             self._urls[operation],
@@ -285,7 +225,7 @@ class OptOutsClient:
 
         status = response.status_code
         if status == 200:
-            return _ChunkAnswer(results=_parse_recipients(operation, chunk, response.content))
+            return ChunkAnswer(results=_parse_recipients(operation, chunk, response.content))
         error_text = _error_text(response.text())
         if status in (401, 403):
             raise AcsAuthenticationError(f"ACS rejected the gateway's credentials ({status}): {error_text}")
@@ -295,88 +235,7 @@ class OptOutsClient:
         raise AcsBadRequestError(f"ACS rejected the call ({status}): {error_text}")
 
 
-class _ChunkBatch:
-    """The chunks of one operation in flight, at most `max_concurrency` at a time."""
-
-    def __init__(
-        self,
-        client: OptOutsClient,
-        operation: Operation,
-        sender: str,
-        deadline: float,
-        answers: dict[str, RecipientResult],
-    ) -> None:
-        self._client = client
-        self._operation = operation
-        self._sender = sender
-        self._deadline = deadline
-        self._answers = answers
-        # Made with the first pooled chunk: an operation of one chunk never needs them.
-        self._slots: threading.BoundedSemaphore | None = None
-        self._futures: list[Future[_ChunkAnswer]] = []
-        self._sent_inline: list[_ChunkAnswer | Exception] = []
-        # Set from a pool thread; read without a lock because a stale read costs at most
-        # one more chunk, which fails the same way.
-        self._stopped = False
-        self.whole_call_failures: set[str] = set()
-
-    def submit(self, chunk: list[str], *, inline: bool = False) -> None:
-        """Send `chunk` on the shared pool, or `inline` in the caller's thread (for the
-        operation's last chunk, where a thread hand-off would only add latency)."""
-        if self._slots is None and not inline:
-            self._slots = threading.BoundedSemaphore(self._client._max_concurrency)
-        if self._slots is not None:
-            self._slots.acquire()
-        if self._stopped:
-            self._release_slot()
-            return
-        if not inline:
-            future = self._client._executor.submit(
-                self._client._send_chunk, self._operation, self._sender, chunk, self._deadline
-            )
-            future.add_done_callback(self._pooled_chunk_done)
-            self._futures.append(future)
-            return
-        try:
-            self._sent_inline.append(self._client._send_chunk(self._operation, self._sender, chunk, self._deadline))
-        except Exception as error:  # reported by wait(), like a pooled chunk's
-            self._sent_inline.append(error)
-        finally:
-            self._release_slot()
-
-    def _pooled_chunk_done(self, future: Future[_ChunkAnswer]) -> None:
-        if future.exception() is not None:
-            # An authentication or bad-request failure will hit every chunk alike.
-            self._stopped = True
-        self._release_slot()
-
-    def _release_slot(self) -> None:
-        if self._slots is not None:
-            self._slots.release()
-
-    def wait(self, *, raise_when_nothing_answered: bool) -> None:
-        """Collect every chunk's answer; raise if the operation as a whole failed."""
-        first_error: BaseException | None = None
-        transient: list[_ChunkAnswer] = []
-        any_answered = False
-        outcomes = [future.exception() or future.result() for future in self._futures] + self._sent_inline
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                first_error = first_error or outcome
-                continue
-            self._answers.update(outcome.results)
-            if outcome.transient_failure:
-                transient.append(outcome)
-                self.whole_call_failures.update(outcome.results)
-            else:
-                any_answered = True
-        if first_error is not None:
-            raise first_error
-        if raise_when_nothing_answered and transient and not any_answered:
-            raise _transient_error(transient)
-
-
-def _transient_error(failures: list[_ChunkAnswer]) -> AcsThrottledError | AcsUnavailableError:
+def _transient_error(failures: Sequence[ChunkAnswer]) -> AcsThrottledError | AcsUnavailableError:
     retry_afters = [f.retry_after for f in failures if f.retry_after is not None]
     retry_after = max(retry_afters) if retry_afters else None
     if all(f.status_code == 429 for f in failures):
@@ -392,12 +251,13 @@ def _transient_error(failures: list[_ChunkAnswer]) -> AcsThrottledError | AcsUna
 
 def _whole_call_failure(
     chunk: list[str], status: int | None, retry_after: float | None, message: str
-) -> _ChunkAnswer:
-    results = {
-        to: RecipientResult(to=to, outcome=RecipientOutcome.FAILED, status_code=status, error_message=message)
-        for to in chunk
-    }
-    return _ChunkAnswer(results=results, transient_failure=True, retry_after=retry_after, status_code=status)
+) -> ChunkAnswer:
+    return ChunkAnswer.whole_call_failure(chunk, status_code=status, retry_after=retry_after, message=message,
+                                          error_code=_transient_code(status))
+
+
+def _transient_code(status: int | None) -> str:
+    return THROTTLED_CODE if status == 429 else UNAVAILABLE_CODE
 
 
 def _request_body(sender: str, chunk: list[str]) -> bytes:
@@ -425,7 +285,8 @@ def _parse_recipients(operation: Operation, chunk: list[str], content: bytes) ->
             if to not in results:
                 # Treated as transient: a later round (or redelivery) asks again.
                 results[to] = RecipientResult(to, RecipientOutcome.FAILED, 502,
-                                              "ACS's answer did not mention this recipient")
+                                              "ACS's answer did not mention this recipient",
+                                              error_code=UNAVAILABLE_CODE)
     return results
 
 
@@ -439,10 +300,15 @@ def _recipient_result(to: str, item: dict[str, Any], reports_opt_out: bool) -> R
         opted_out = item.get("isOptedOut")
         if isinstance(opted_out, bool):
             return RecipientResult(to, RecipientOutcome.SUCCEEDED, status, is_opted_out=opted_out)
-        return RecipientResult(to, RecipientOutcome.FAILED, 502, "ACS's answer lacked isOptedOut")
+        return RecipientResult(to, RecipientOutcome.FAILED, 502, "ACS's answer lacked isOptedOut",
+                               error_code=UNAVAILABLE_CODE)
     message = item.get("errorMessage")
-    outcome = RecipientOutcome.FAILED if status in TRANSIENT_STATUS_CODES or status >= 500 else RecipientOutcome.REJECTED
-    return RecipientResult(to, outcome, status, message if isinstance(message, str) else None)
+    if status in TRANSIENT_STATUS_CODES or status >= 500:
+        outcome, code = RecipientOutcome.FAILED, _transient_code(status)
+    else:
+        outcome, code = RecipientOutcome.REJECTED, REJECTED_CODE
+    text = message if isinstance(message, str) and message else NO_DETAILS
+    return RecipientResult(to, outcome, status, text, error_code=code)
 
 
 def _error_text(text: str) -> str:

@@ -65,7 +65,7 @@ class RawPoster:
     def __init__(self, connection_string: str) -> None:
         self._check = SignedCheck(connection_string)
         url = urlsplit(self._check.endpoint)
-        self._connection = http.client.HTTPConnection(url.hostname, url.port)
+        self._connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port)
 
     def post(self, numbers: list[str]) -> dict:
         body, headers = self._check.build(numbers)

@@ -84,7 +84,7 @@ def gateway_rate(connection_string: str, acs_connection_string: str, count: int,
         # Counting, not reading, the results, and not too often: each look costs the host
         # Azurite's attention and this process's GIL (at 20 looks a second, a fifth of it).
         while seen < count and time.perf_counter() < deadline:
-            seen = results.get_queue_properties().approximate_message_count
+            seen = results.get_queue_properties().approximate_message_count or 0
             time.sleep(0.25 if seen < count * 0.9 else 0.02)
         elapsed = time.perf_counter() - started
     runtime.reset()

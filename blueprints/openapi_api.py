@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import azure.functions as func
@@ -13,11 +14,13 @@ blueprint = func.Blueprint()
 
 # A forwarded header is caller-controlled text that lands in a document people import:
 # accept host names, IPv4/IPv6 literals and a port, nothing else.
-_HOST_PATTERN = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$")
+_HOST_PATTERN = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$"
+)
 _SCHEMES = ("https", "http")
 
 
-def public_origin(url: str, headers: func.HttpRequestHeaders | dict[str, str]) -> tuple[str, str]:
+def public_origin(url: str, headers: Mapping[str, str]) -> tuple[str, str]:
     """(scheme, host) the caller used, preferring what a front door or proxy says it forwarded."""
     parts = urlsplit(url)
     scheme = _first(headers.get("x-forwarded-proto")).lower()

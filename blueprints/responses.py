@@ -58,7 +58,9 @@ def misconfiguration_problem(error: SettingsError) -> Problem:
                    retry_after=60)
 
 
-def guarded(handler: Callable[[func.HttpRequest, str], func.HttpResponse]) -> Callable[[func.HttpRequest], func.HttpResponse]:
+def guarded(
+    handler: Callable[[func.HttpRequest, str], func.HttpResponse],
+) -> Callable[[func.HttpRequest], func.HttpResponse]:
     """Run `handler(request, trace_id)`, turning every failure into problem details."""
 
     def run(req: func.HttpRequest) -> func.HttpResponse:
@@ -72,9 +74,9 @@ def guarded(handler: Callable[[func.HttpRequest, str], func.HttpResponse]) -> Ca
             return problem_response(misconfiguration_problem(error), trace_id=trace_id)
         except Exception:  # a bug: log it, answer without details
             _logger.exception("unhandled error (traceId %s)", trace_id)
-            problem = Problem(500, "InternalError", "Internal error",
-                              "the gateway failed unexpectedly; the traceId identifies the failure in its logs")
-            return problem_response(problem, trace_id=trace_id)
+            internal = Problem(500, "InternalError", "Internal error",
+                               "the gateway failed unexpectedly; the traceId identifies the failure in its logs")
+            return problem_response(internal, trace_id=trace_id)
 
     return run
 

@@ -51,7 +51,7 @@ class Settings:
     audit_writes: bool
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         default_sender = _text(env, "OPTOUT_DEFAULT_SENDER")
         allowed = _csv(env, "OPTOUT_ALLOWED_SENDERS")
@@ -93,7 +93,7 @@ class QueueSettings:
     time_budget_seconds: float
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "QueueSettings":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> QueueSettings:
         env = os.environ if environ is None else environ
         return cls(
             requests_queue=_text(env, "OPTOUT_REQUESTS_QUEUE") or DEFAULT_REQUESTS_QUEUE,

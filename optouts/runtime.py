@@ -10,7 +10,7 @@ a broken setting is reported as an answer, not as a crash at import.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from optouts.config import QueueSettings, Settings, SettingsError
 from optouts.providers.acs.settings import AcsSettings, AuthMode
@@ -131,7 +131,7 @@ def build_acs_client(settings: Settings, acs: AcsSettings) -> OptOutsClient:
     from optouts.providers.acs.client import OptOutsClient
     from optouts.providers.acs.credentials import InvalidConnectionStringError
 
-    options = {
+    options: dict[str, Any] = {
         "api_version": acs.api_version,
         "max_concurrency": settings.max_concurrency,
         "time_budget": settings.time_budget_seconds,

@@ -435,7 +435,7 @@ def test_keep_alive_and_stop_drops_kept_alive_connections(acs: AcsEmulator) -> N
 def test_restart_after_stop(acs: AcsEmulator) -> None:
     acs.stop()
     with pytest.raises(RuntimeError):
-        acs.endpoint
+        _ = acs.endpoint
     acs.start()
     assert acs.endpoint.startswith("http://127.0.0.1:")
     assert post(acs, "check", recipients(NUMBER))[0] == 200

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -112,7 +112,7 @@ def test_http_changes_are_recorded_with_caller_reason_and_trace(audit_env: str, 
         "reason": "customer re-subscribed, ticket 4711",
     }
     assert oldest["occurredAt"].endswith("Z") and oldest["occurredAt"] <= newest["occurredAt"]
-    assert datetime.fromisoformat(oldest["occurredAt"].replace("Z", "+00:00")) <= datetime.now(timezone.utc)
+    assert datetime.fromisoformat(oldest["occurredAt"].replace("Z", "+00:00")) <= datetime.now(UTC)
 
 
 def test_failures_reported_by_acs_are_recorded_as_such(audit_env: str, emulator: AcsEmulator) -> None:
@@ -206,7 +206,7 @@ def test_history_next_link_names_the_public_host(audit_env: str) -> None:
 
 
 def test_history_refuses_bad_input(audit_env: str) -> None:
-    def get(phone_number: str, **params: str):  # noqa: ANN202 - a response
+    def get(phone_number: str, **params: str):
         return call("GetOptOutHistory", method="GET", route_params={"phoneNumber": phone_number}, params=params)
 
     assert "phoneNumber" in assert_problem(get("not a number"), 400)["errors"]
@@ -236,7 +236,7 @@ def test_history_without_storage_settings_names_the_setting(audit_env: str,
 
 def test_concurrent_writers_in_the_same_tick_never_collide(azurite: Azurite) -> None:
     table = new_table_name()
-    instant = datetime.now(timezone.utc)  # the same timestamp everywhere: only the key suffix tells them apart
+    instant = datetime.now(UTC)  # the same timestamp everywhere: only the key suffix tells them apart
     per_writer = 40
     trails = [AuditTrail(lambda: table_client(table, connection="AUDIT_TEST_STORAGE"), max_concurrency=4)
               for _ in range(2)]
@@ -271,8 +271,8 @@ def record_at(instant: datetime, correlation_id: str) -> AuditRecord:
 
 
 def test_row_keys_sort_newest_first() -> None:
-    older = datetime(2026, 1, 1, 12, 0, 0, 0, tzinfo=timezone.utc)
-    newer = datetime(2026, 1, 1, 12, 0, 0, 1, tzinfo=timezone.utc)
+    older = datetime(2026, 1, 1, 12, 0, 0, 0, tzinfo=UTC)
+    newer = datetime(2026, 1, 1, 12, 0, 0, 1, tzinfo=UTC)
     assert audit.row_key(newer) < audit.row_key(older)
     assert audit.row_key(older) != audit.row_key(older)
 
@@ -332,7 +332,7 @@ class SilentServer:
                 return
             self._accepted.append(connection)
 
-    def __enter__(self) -> "SilentServer":
+    def __enter__(self) -> SilentServer:
         self._thread.start()
         return self
 

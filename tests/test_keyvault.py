@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import azure.functions as func
 import pytest
 from azure.keyvault.secrets import SecretClient
 
@@ -90,7 +91,7 @@ def azure(emulator: AcsEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Az
             runtime.reset()
 
 
-def check_number() -> object:
+def check_number() -> func.HttpResponse:
     return call("CheckOptOuts", body={"phoneNumbers": [NUMBER]})
 
 
@@ -136,7 +137,7 @@ def test_calls_use_the_key_read_once_from_the_vault(azure: Azure) -> None:
         assert body_of(response)["summary"]["succeeded"] == 1
     assert azure.reads() == 1
     assert azure.vault.stats.challenges >= 1  # the SDK discovered the tenant from the real challenge
-    assert {request.resource.rstrip("/") for request in azure.identity.requests} == {VAULT_RESOURCE}
+    assert {(request.resource or "").rstrip("/") for request in azure.identity.requests} == {VAULT_RESOURCE}
 
 
 def test_rotated_key_is_picked_up_without_restart(azure: Azure, caplog: pytest.LogCaptureFixture) -> None:

@@ -188,8 +188,8 @@ def test_request_schema_is_the_code_rules() -> None:
         "type": "array", "minItems": 1, "maxItems": config.DEFAULT_MAX_NUMBERS}
     assert properties["phoneNumbers"]["items"]["type"] == "string"
     assert properties["region"]["pattern"] == "^([A-Za-z]{2})?$"
-    assert properties["reason"]["maxLength"] == commands.MAX_REASON_LENGTH == openapi.MAX_REASON_LENGTH
-    assert properties["sender"]["maxLength"] == commands.MAX_SENDER_LENGTH == openapi.MAX_SENDER_LENGTH
+    assert properties["reason"]["maxLength"] == commands.MAX_REASON_LENGTH == openapi.MAX_REASON_LENGTH  # type: ignore[attr-defined]
+    assert properties["sender"]["maxLength"] == commands.MAX_SENDER_LENGTH == openapi.MAX_SENDER_LENGTH  # type: ignore[attr-defined]
     assert document["securityDefinitions"] == {
         "functionKey": {"type": "apiKey", "name": "x-functions-key", "in": "header"}}
     assert document["definitions"]["NumberResult"]["properties"]["phoneNumber"]["x-nullable"] is True
@@ -197,7 +197,7 @@ def test_request_schema_is_the_code_rules() -> None:
 
 def test_response_schemas_accept_what_the_service_reports() -> None:
     # The 200 report's keys come from optouts.usecases.service; a renamed key there must show up here.
-    from jsonschema import Draft4Validator
+    from jsonschema import Draft4Validator  # type: ignore[import-untyped]
 
     from optouts.domain.operations import Operation
     from optouts.domain.reports import NumberError, NumberResult, OperationReport
@@ -273,7 +273,8 @@ def test_entra_id_connector_properties_send_the_function_key_too() -> None:
 def test_icon_is_a_square_png_in_the_brand_colour() -> None:
     data = (CONNECTOR / "icon.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    chunks, offset = {}, 8
+    chunks: dict[bytes, bytes] = {}
+    offset = 8
     while offset < len(data):
         (length,) = struct.unpack(">I", data[offset:offset + 4])
         kind, body = data[offset + 4:offset + 8], data[offset + 8:offset + 8 + length]

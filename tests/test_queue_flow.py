@@ -94,7 +94,6 @@ def test_every_message_reaches_one_terminal_state(gateway: LocalHost, azurite: A
     acs.faults = FaultConfig(throttle_rate=0.2, server_error_rate=0.1, recipient_error_rate=0.1,
                              retry_after_seconds=0.05, seed=11)
     expected_state: dict[str, str] = {}
-    texts: dict[str, str] = {}
 
     for n in range(10):
         correlation_id, text = message("add", [f"+1425555{n:04d}", f"(425) 555-{n + 10:04d}"])

@@ -45,7 +45,7 @@ class _Handler(JsonHandler):
             return  # the connection closes without a word
         super().handle()
 
-    def do_POST(self) -> None:  # noqa: N802 - the base class's naming
+    def do_POST(self) -> None:
         behaviour: Behaviour = self.server.owner  # type: ignore[attr-defined]
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         with behaviour.lock:
@@ -81,7 +81,7 @@ def server(behaviour: Behaviour) -> Iterator[LocalServer]:
     running.close()
 
 
-def post(transport: KeepAliveTransport, url: str, body: str = '{"n":1}', **options: object):  # noqa: ANN201
+def post(transport: KeepAliveTransport, url: str, body: str = '{"n":1}', **options: object):
     request = HttpRequest("POST", f"{url}/sms/optouts:check?api-version=x", content=body.encode(),
                           headers={"Content-Type": "application/json"})
     return transport.send(request, **options)
@@ -104,7 +104,7 @@ def test_each_request_goes_out_in_one_write(
     real_sendall = socket.socket.sendall
     server_port = int(server.base_url.rsplit(":", 1)[1])
 
-    def recording_sendall(sock: socket.socket, data: bytes, *args: object) -> None:
+    def recording_sendall(sock: socket.socket, data: bytes, *args: int) -> None:
         if sock.getpeername()[1] == server_port:  # the server's own answers are written in-process too
             writes.append(bytes(data))
         real_sendall(sock, data, *args)
@@ -180,7 +180,7 @@ def test_tls_is_verified(behaviour: Behaviour) -> None:
     assert len(behaviour.bodies) == 1
 
 
-def test_the_client_sends_through_it_by_default(emulator) -> None:  # noqa: ANN001 - the shared fixture
+def test_the_client_sends_through_it_by_default(emulator) -> None:
     with OptOutsClient.from_connection_string(emulator.connection_string) as client:
         assert isinstance(client._pipeline_client._pipeline._transport, KeepAliveTransport)
         results = client.remove(SENDER, ["+14255550100"] * 2 + ["+14255550101"])

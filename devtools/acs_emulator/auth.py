@@ -8,7 +8,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Collection, Mapping
-from datetime import timezone
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from optouts.providers.acs import signing
@@ -87,6 +87,6 @@ def _check_freshness(date: str, clock_skew_seconds: float) -> None:
     except (TypeError, ValueError, IndexError, OverflowError):
         raise Denied("x-ms-date is not an RFC 1123 date") from None
     if sent.tzinfo is None:  # "-0000" means UTC with no offset known
-        sent = sent.replace(tzinfo=timezone.utc)
+        sent = sent.replace(tzinfo=UTC)
     if abs(time.time() - sent.timestamp()) > clock_skew_seconds:
         raise Denied("x-ms-date is too far from the current time")

@@ -83,10 +83,10 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     server: FunctionsHttpServer
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self._serve()
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
     def _serve(self) -> None:
         url = urlsplit(self.path)
@@ -152,5 +152,5 @@ class _Handler(BaseHTTPRequestHandler):
         elif length:
             self.close_connection = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - access logs would carry ?code= keys
+    def log_message(self, format: str, *args: Any) -> None:
         return

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +66,7 @@ PRINCIPAL_ID_HEADER = "x-ms-client-principal-id"
 
 # .NET DateTime ticks (100 ns since 0001-01-01): the convention Table Storage tools read.
 _MAX_TICKS = 3_155_378_975_999_999_999
-_TICKS_EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)
+_TICKS_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _MASKED_IN_LOGS = 5
 
@@ -142,13 +142,13 @@ class AuditRecord:
         return {name: value for name, value in properties.items() if value is not None}
 
     @classmethod
-    def from_entity(cls, entity: Mapping[str, Any]) -> "AuditRecord":
+    def from_entity(cls, entity: Mapping[str, Any]) -> AuditRecord:
         occurred_at = entity.get("OccurredAt")
         if not isinstance(occurred_at, datetime):
             occurred_at = _TICKS_EPOCH
         upstream = entity.get("UpstreamStatus")
         return cls(
-            occurred_at=occurred_at.astimezone(timezone.utc),
+            occurred_at=occurred_at.astimezone(UTC),
             action=str(entity.get("Action", "")),
             sender=str(entity.get("Sender", "")),
             phone_number=str(entity.get("PhoneNumber", "")),
@@ -185,7 +185,7 @@ class AuditRecord:
 def partition_key(sender: str, phone_number: str) -> str:
     """Hashed: a query's filter travels in the URL, which HTTP libraries and proxies log; and
     key characters Table Storage forbids (/ \\ # ?) cannot appear in whatever a sender id holds."""
-    return hashlib.sha256(f"{sender}|{phone_number}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{sender}|{phone_number}".encode()).hexdigest()
 
 
 def row_key(occurred_at: datetime) -> str:
@@ -194,11 +194,11 @@ def row_key(occurred_at: datetime) -> str:
     return f"{_MAX_TICKS - ticks:019d}_{uuid.uuid4().hex}"
 
 
-def records_for(command: "OptOutCommand", report: "OperationReport", context: AuditContext,
+def records_for(command: OptOutCommand, report: OperationReport, context: AuditContext,
                 occurred_at: datetime | None = None) -> list[AuditRecord]:
     """One record per distinct number sent to ACS (the client sends each once); numbers
     that never reached ACS (unparseable) have no E.164 and are left out."""
-    when = occurred_at or datetime.now(timezone.utc)
+    when = occurred_at or datetime.now(UTC)
     seen: set[str] = set()
     records: list[AuditRecord] = []
     for result in report.results:
@@ -247,14 +247,14 @@ class AuditTrail:
 
     def __init__(
         self,
-        table: Callable[[], "TableClient"],
+        table: Callable[[], TableClient],
         *,
         include_checks: bool = False,
         time_budget: float = DEFAULT_TIME_BUDGET_SECONDS,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
         self._table_factory = table
-        self._table: "TableClient | None" = None
+        self._table: TableClient | None = None
         self._table_lock = threading.Lock()
         self._include_checks = include_checks
         self._time_budget = time_budget
@@ -274,7 +274,7 @@ class AuditTrail:
         futures: list[Future[None]] = [self._pool.submit(self._write, record) for record in records]
         done, _ = wait(futures, timeout=self._time_budget)
         errors: list[tuple[AuditRecord, BaseException]] = []
-        for record, future in zip(records, futures):
+        for record, future in zip(records, futures, strict=True):
             if future not in done:
                 # Still queued: dropped. Already running: its outcome is unknown, so not confirmed.
                 future.cancel()
@@ -333,7 +333,7 @@ class AuditTrail:
             self._create_table(table)
             table.create_entity(entity)
 
-    def _table_client(self) -> "TableClient":
+    def _table_client(self) -> TableClient:
         if self._table is None:
             with self._table_lock:
                 if self._table is None:
@@ -342,7 +342,7 @@ class AuditTrail:
         return self._table
 
     @staticmethod
-    def _create_table(table: "TableClient") -> None:
+    def _create_table(table: TableClient) -> None:
         from azure.core.exceptions import ResourceExistsError
 
         try:
@@ -376,7 +376,7 @@ def describe_error(error: BaseException) -> str:
 
 
 def table_client(table_name: str, *, timeout: float = DEFAULT_TIME_BUDGET_SECONDS,
-                 connection: str = "AzureWebJobsStorage") -> "TableClient":
+                 connection: str = "AzureWebJobsStorage") -> TableClient:
     """A client for the audit table in the app's storage account (same setting shapes as the
     queue trigger). Few retries and short timeouts: the caller's time budget is the real limit."""
     from azure.data.tables import TableClient

@@ -46,7 +46,8 @@ def decode_json(body: bytes, *, max_bytes: int) -> Any:
     except RecursionError:
         raise Problem(400, "InvalidJson", "Invalid request body", "the JSON is nested too deeply") from None
     except ValueError as error:
-        raise Problem(400, "InvalidJson", "Invalid request body", f"the body is not valid JSON ({_short(error)})") from None
+        raise Problem(400, "InvalidJson", "Invalid request body",
+                      f"the body is not valid JSON ({_short(error)})") from None
     # JSON may escape a lone UTF-16 surrogate ("\\ud800"): valid syntax, but not text. Echoed
     # into an answer or a result message it cannot be encoded, so it is refused like bad UTF-8.
     if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):

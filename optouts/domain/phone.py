@@ -131,8 +131,8 @@ class _ParsingRules:
     possible_lengths: frozenset[int]
 
     @classmethod
-    def of(cls, metadata: PhoneMetadata | None) -> "_ParsingRules | None":
-        if metadata is None:
+    def of(cls, metadata: PhoneMetadata | None) -> _ParsingRules | None:
+        if metadata is None or metadata.country_code is None:
             return None
         return cls(
             str(metadata.country_code),

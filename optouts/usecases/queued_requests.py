@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from optouts.audit.trail import queue_context
@@ -183,7 +183,7 @@ def _header(message: QueuedMessage, correlation_id: str | None, status: str) -> 
         "correlationId": correlation_id or message.id,
         "messageId": message.id,
         "status": status,
-        "completedAt": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "completedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
 
 
@@ -195,7 +195,8 @@ def _completed(message: QueuedMessage, command: OptOutCommand, report: Operation
 
 def _rejected(message: QueuedMessage, payload: Any, problem: Problem) -> dict[str, Any]:
     correlation_id = payload.get("correlationId") if isinstance(payload, dict) else None
-    result = _header(message, correlation_id if isinstance(correlation_id, str) and correlation_id else None, "rejected")
+    known = correlation_id if isinstance(correlation_id, str) and correlation_id else None
+    result = _header(message, known, "rejected")
     action = payload.get("action") if isinstance(payload, dict) else None
     if isinstance(action, str):
         result["action"] = action[:16]

@@ -64,7 +64,8 @@ class OptOutService:
         try:
             upstream = self._provider.run(command.action, command.sender, valid_numbers, time_budget=time_budget)
         except ProviderAuthenticationError as error:
-            _logger.error("%s rejected the gateway's credentials for %s: %s", error.upstream, command.action.value, error)
+            _logger.error("%s rejected the gateway's credentials for %s: %s",
+                          error.upstream, command.action.value, error)
             raise Problem(502, error.code, "Upstream authentication failed",
                           f"{error.upstream} rejected the gateway's credentials or does not "
                           "own the sender; an operator must check the configuration") from None
@@ -122,7 +123,7 @@ def _merge(
 ) -> list[NumberResult]:
     answers = iter(upstream)
     results: list[NumberResult] = []
-    for raw, outcome in zip(command.phone_numbers, normalized):
+    for raw, outcome in zip(command.phone_numbers, normalized, strict=True):
         if isinstance(outcome, InvalidNumber):
             results.append(NumberResult(raw, None, "invalid", error=NumberError(outcome.code, outcome.message)))
             continue

@@ -50,7 +50,25 @@ _LAZY = {
     "AuthMode": "settings",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "ACS_SCOPE",
+    "AccessKeyCredential",
+    "AcsAuthenticationError",
+    "AcsBadRequestError",
+    "AcsSettings",
+    "AcsThrottledError",
+    "AcsTransientError",
+    "AcsUnavailableError",
+    "AuthMode",
+    "CredentialUnavailableError",
+    "DEFAULT_API_VERSION",
+    "InvalidConnectionStringError",
+    "MAX_RECIPIENTS_PER_CALL",
+    "OptOutsClient",
+    "OptOutsError",
+    "StaticAccessKey",
+    "parse_connection_string",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -26,10 +26,11 @@ from azure.core.pipeline.policies import (
     BearerTokenCredentialPolicy,
     HeadersPolicy,
     HttpLoggingPolicy,
+    HTTPPolicy,
     RequestIdPolicy,
     UserAgentPolicy,
 )
-from azure.core.rest import HttpRequest
+from azure.core.rest import HttpRequest, HttpResponse
 
 from optouts.domain.operations import Operation
 from optouts.providers.acs.credentials import (
@@ -110,6 +111,7 @@ class OptOutsClient:
         if self._is_bearer and self._enforce_https and not self._endpoint.lower().startswith("https://"):
             raise ValueError("bearer tokens are only sent over https unless allow_insecure_bearer=True (local use)")
 
+        auth_policy: HTTPPolicy[HttpRequest, HttpResponse]
         if self._is_bearer:
             auth_policy = BearerTokenCredentialPolicy(credential, ACS_SCOPE)  # type: ignore[arg-type]
         else:
@@ -136,7 +138,7 @@ class OptOutsClient:
             read_timeout=read_timeout,
             pool_size=4 * max_concurrency,
         )
-        self._pipeline_client: PipelineClient = PipelineClient(
+        self._pipeline_client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(
             base_url=self._endpoint, policies=policies, transport=transport
         )
         self._fanout = FanOut(
@@ -150,7 +152,7 @@ class OptOutsClient:
         )
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, **kwargs: Any) -> "OptOutsClient":
+    def from_connection_string(cls, connection_string: str, **kwargs: Any) -> OptOutsClient:
         endpoint, access_key = parse_connection_string(connection_string)
         return cls(endpoint, StaticAccessKey(access_key), **kwargs)
 
@@ -162,13 +164,19 @@ class OptOutsClient:
     def api_version(self) -> str:
         return self._api_version
 
-    def add(self, sender: str, recipients: Iterable[str], *, time_budget: float | None = None) -> list[RecipientResult]:
+    def add(
+        self, sender: str, recipients: Iterable[str], *, time_budget: float | None = None
+    ) -> list[RecipientResult]:
         return self._run(Operation.ADD, sender, recipients, time_budget)
 
-    def remove(self, sender: str, recipients: Iterable[str], *, time_budget: float | None = None) -> list[RecipientResult]:
+    def remove(
+        self, sender: str, recipients: Iterable[str], *, time_budget: float | None = None
+    ) -> list[RecipientResult]:
         return self._run(Operation.REMOVE, sender, recipients, time_budget)
 
-    def check(self, sender: str, recipients: Iterable[str], *, time_budget: float | None = None) -> list[RecipientResult]:
+    def check(
+        self, sender: str, recipients: Iterable[str], *, time_budget: float | None = None
+    ) -> list[RecipientResult]:
         return self._run(Operation.CHECK, sender, recipients, time_budget)
 
     def run(
@@ -180,7 +188,7 @@ class OptOutsClient:
         self._fanout.close()
         self._pipeline_client.close()
 
-    def __enter__(self) -> "OptOutsClient":
+    def __enter__(self) -> OptOutsClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy, RetryPolicy
+from azure.core.rest import HttpRequest, HttpResponse
 
 from optouts.providers.acs import signing
 from optouts.providers.acs.credentials import AccessKeyCredential
@@ -17,7 +18,7 @@ from optouts.providers.acs.credentials import AccessKeyCredential
 DEADLINE_OPTION = "optouts_deadline"
 
 
-class HmacSigningPolicy(HTTPPolicy):
+class HmacSigningPolicy(HTTPPolicy[HttpRequest, HttpResponse]):
     """Signs each attempt (so every retry gets a fresh x-ms-date) and, after a 401,
     asks the credential for a newer key and tries exactly once more."""
 
@@ -25,7 +26,7 @@ class HmacSigningPolicy(HTTPPolicy):
         super().__init__()
         self._credential = credential
 
-    def send(self, request: PipelineRequest) -> PipelineResponse:
+    def send(self, request: PipelineRequest[HttpRequest]) -> PipelineResponse[HttpRequest, HttpResponse]:
         key = self._sign(request)
         response = self.next.send(request)
         if response.http_response.status_code == 401 and self._credential.refresh_after_rejection(key):
@@ -33,7 +34,7 @@ class HmacSigningPolicy(HTTPPolicy):
             response = self.next.send(request)
         return response
 
-    def _sign(self, request: PipelineRequest) -> bytes:
+    def _sign(self, request: PipelineRequest[HttpRequest]) -> bytes:
         http_request = request.http_request
         url = urlsplit(http_request.url)
         path_and_query = url.path + (f"?{url.query}" if url.query else "")
@@ -50,7 +51,7 @@ class HmacSigningPolicy(HTTPPolicy):
         return key
 
 
-class DeadlineRetryPolicy(RetryPolicy):
+class DeadlineRetryPolicy(RetryPolicy[HttpRequest, HttpResponse]):
     """azure-core's retry policy, with three changes that suit idempotent opt-out calls:
 
     - POST is retried like any other method (add/remove/check are idempotent);
@@ -71,10 +72,10 @@ class DeadlineRetryPolicy(RetryPolicy):
     def increment(self, settings: dict[str, Any], response: Any = None, error: Exception | None = None) -> bool:
         if not super().increment(settings, response=response, error=error):
             return False
-        deadline = settings.get("deadline")
+        deadline: float | None = settings.get("deadline")
         if deadline is None:
             return True
-        wait = None
+        wait: float | None = None
         if isinstance(response, PipelineResponse):
             wait = self.get_retry_after(response)
         if wait is None:

@@ -128,8 +128,8 @@ class _Connection:
         finally:
             answer.parser = None  # no reference cycle left for the garbage collector
         assert answer.final is not None  # nosec B101 - _read_into returns only with the answer complete
-        status, reason, headers, chunks = answer.final
-        return status, reason, CaseInsensitiveDict(headers), b"".join(chunks), answer.keep_alive
+        status, reason, fields, chunks = answer.final
+        return status, reason, CaseInsensitiveDict(fields), b"".join(chunks), answer.keep_alive
 
     def _read_into(self, answer: _Answer, read_timeout: float) -> None:
         """`read_timeout` bounds the whole answer, not each receive: a server trickling
@@ -237,7 +237,7 @@ class KeepAliveTransport(HttpTransport):  # type: ignore[type-arg]
         self._lock = threading.Lock()
         self._closed = False
 
-    def __enter__(self) -> "KeepAliveTransport":
+    def __enter__(self) -> KeepAliveTransport:
         self.open()
         return self
 
@@ -255,7 +255,7 @@ class KeepAliveTransport(HttpTransport):  # type: ignore[type-arg]
             for connection in connections:
                 connection.close()
 
-    def send(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
+    def send(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
         """Send one request and read its whole answer. The per-call `connection_timeout`
         and `read_timeout` options azure-core's policies set are honoured; other options
         (such as `stream`) do not apply to small JSON calls and are ignored."""
@@ -427,7 +427,7 @@ class BufferedResponse(HttpResponse):
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "BufferedResponse":
+    def __enter__(self) -> BufferedResponse:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

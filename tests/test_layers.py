@@ -91,9 +91,14 @@ def test_the_layout_has_its_layers() -> None:
 
 
 def test_domain_imports_no_azure_package_no_provider_and_nothing_above_it() -> None:
-    above = ("optouts.providers", "optouts.usecases", "optouts.audit", "optouts.azure", "optouts.contract",
-             "optouts.runtime")
+    above = tuple(f"optouts.{name}" for name in ("providers", "usecases", "audit", "azure", "contract", "runtime"))
     assert violations(sources("optouts/domain"), lambda m: is_within(m, *SDKS, *above)) == []
+
+
+def test_the_audit_trail_imports_no_use_case_and_no_provider() -> None:
+    """It reads reports (domain), never the service that makes them: no layering inversion."""
+    forbidden = ("optouts.usecases", "optouts.runtime", "optouts.providers", "boto3", "botocore")
+    assert violations(sources("optouts/audit"), lambda m: is_within(m, *forbidden)) == []
 
 
 def test_use_cases_reach_providers_only_through_the_interface() -> None:

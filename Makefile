@@ -38,8 +38,9 @@ emulator: $(PY_READY)
 test: $(PY_READY) $(NODE_READY) $(INFRA_READY)
 	$(BIN)/python -m pytest
 
+# Results go to the untracked bench/out/; `make bench RECORD=1` rewrites the committed bench/RESULTS.md.
 bench: $(PY_READY) $(NODE_READY)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(if $(RECORD),--record)
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) node_modules .pytest_cache .hypothesis

@@ -187,13 +187,19 @@ def to_json(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, write nothing")
+    parser.add_argument("--record", action="store_true",
+                        help="write the committed bench/RESULTS.md and bench/results.json (`make bench RECORD=1`); "
+                             "otherwise the results go to the untracked bench/out/")
     args = parser.parse_args()
     results = run(args.smoke)
     report = render(results)
     print(report)
     if not args.smoke:
-        (HERE / "RESULTS.md").write_text(report, encoding="utf-8")
-        (HERE / "results.json").write_text(to_json(results) + "\n", encoding="utf-8")
+        target = HERE if args.record else HERE / "out"
+        target.mkdir(exist_ok=True)
+        (target / "RESULTS.md").write_text(report, encoding="utf-8")
+        (target / "results.json").write_text(to_json(results) + "\n", encoding="utf-8")
+        print(f"\nwritten to {target.relative_to(HERE.parent)}/RESULTS.md and results.json", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,15 @@ import azure.functions as func
 
 from optouts.domain.problems import Problem
 
-from .responses import guarded, json_response, require_json
+from .openapi_api import FORWARDED_VARY
+from .responses import guarded, json_response, problem_response, require_json, require_query
 
 blueprint = func.Blueprint()
 _logger = logging.getLogger("optouts.http")
+
+_POST_ONLY_ROUTES = frozenset({"add", "remove", "check"})
+_STATUS_QUERY = frozenset({"sender", "region"})
+_HISTORY_QUERY = frozenset({"sender", "top", "continuationToken"})
 
 
 def _bulk(action: str, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
@@ -54,6 +59,12 @@ def check_opt_outs(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
 @blueprint.route(route="optouts/{phoneNumber}", methods=["GET"])
 @guarded
 def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
+    if req.route_params.get("phoneNumber", "").lower() in _POST_ONLY_ROUTES:
+        # `GET /api/optouts/check` would otherwise match this route and check the "number" check.
+        return problem_response(Problem(405, "MethodNotAllowed", "Method not allowed",
+                                        "this route only takes POST with a JSON body"),
+                                trace_id=trace_id, headers={"Allow": "POST"})
+    require_query(req, _STATUS_QUERY)
     from optouts.audit.trail import http_context
     from optouts.domain.commands import OptOutCommand, is_known_region, resolve_sender
     from optouts.domain.operations import Operation
@@ -90,6 +101,7 @@ def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpRespons
 @blueprint.route(route="optouts/{phoneNumber}/history", methods=["GET"])
 @guarded
 def get_opt_out_history(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
+    require_query(req, _HISTORY_QUERY)
     from azure.core.exceptions import AzureError
 
     from optouts.audit.trail import InvalidContinuationToken, describe_error
@@ -118,7 +130,7 @@ def get_opt_out_history(req: func.HttpRequest, trace_id: str) -> func.HttpRespon
     body: dict[str, object] = {"value": [record.to_dict() for record in page.records]}
     if page.continuation_token is not None:
         body["nextLink"] = _next_link(req, number.e164, sender, top, page.continuation_token)
-    return json_response(body, trace_id=trace_id)
+    return json_response(body, trace_id=trace_id, headers={"Vary": FORWARDED_VARY})
 
 
 def _page_size(raw: str | None) -> int:
@@ -151,6 +163,24 @@ def _next_link(req: func.HttpRequest, phone_number: str, sender: str, top: int, 
 @blueprint.route(route="health", methods=["GET"])
 @guarded
 def health(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
+    """Liveness: the process answers. Whether it can serve requests is /api/health/ready."""
     from optouts.runtime import describe_configuration
 
+    require_query(req)
     return json_response({"status": "ok", "configuration": describe_configuration()}, trace_id=trace_id)
+
+
+@blueprint.function_name("Readiness")
+@blueprint.route(route="health/ready", methods=["GET"])
+@guarded
+def readiness(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
+    """200 when settings, credentials, ACS and Storage all check out (cached 30 s);
+    503 problem details naming each dependency that failed, with every check's status."""
+    from optouts.runtime import get_readiness
+
+    require_query(req)
+    result = get_readiness().check()
+    if result.ready:
+        return json_response(result.to_dict(), trace_id=trace_id)
+    problem = Problem(503, "NotReady", "Not ready", f"failed: {', '.join(result.failed)}", retry_after=30)
+    return problem_response(problem, trace_id=trace_id, extensions={"checks": result.to_dict()["checks"]})

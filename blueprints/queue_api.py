@@ -9,7 +9,7 @@ from pathlib import Path
 
 import azure.functions as func
 
-from optouts.config import QueueSettings
+from optouts.config import requests_queue_name
 
 blueprint = func.Blueprint()
 
@@ -40,12 +40,22 @@ def _host_json_max_dequeue_count() -> int:
 @blueprint.function_name("ProcessOptOutRequest")
 @blueprint.queue_trigger(
     arg_name="msg",
-    queue_name=QueueSettings.from_environ().requests_queue,
+    queue_name=requests_queue_name(),
     connection="AzureWebJobsStorage",
 )
 def process_opt_out_request(msg: func.QueueMessage) -> None:
     from optouts.runtime import get_queue_processor
-    from optouts.usecases.queued_requests import QueuedMessage
+    from optouts.usecases.queued_requests import QueuedMessage, RetryLater
 
     processor = get_queue_processor(max_dequeue_count())
-    processor.process(QueuedMessage(id=msg.id or "", body=msg.get_body(), dequeue_count=msg.dequeue_count or 1))
+    try:
+        processor.process(QueuedMessage(id=msg.id or "", body=msg.get_body(), dequeue_count=msg.dequeue_count or 1))
+    except RetryLater as retry:
+        # Raising is how a queue function asks the host for a redelivery: an expected outcome,
+        # already logged in one line by the processor. Raised afresh here so that the stack
+        # the host logs with it is this one frame, not the processor's internals.
+        raise Redelivery(str(retry)) from None
+
+
+class Redelivery(Exception):
+    """The message is to be delivered again (or, on its last delivery, moved to poison)."""

@@ -6,27 +6,29 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import azure.functions as func
 import orjson
 
+from optouts import telemetry
 from optouts.config import SettingsError
-from optouts.domain.problems import Problem, new_trace_id
+from optouts.domain.problems import Problem, new_trace_id, validation_problem
 
 _logger = logging.getLogger("optouts.http")
 
 JSON_TYPES = ("application/json", "text/json")
 
 
-def json_response(body: Any, *, status: int = 200, trace_id: str) -> func.HttpResponse:
+def json_response(body: Any, *, status: int = 200, trace_id: str,
+                  headers: Mapping[str, str] | None = None) -> func.HttpResponse:
     return func.HttpResponse(
         _json_bytes(body),
         status_code=status,
         mimetype="application/json",
         charset="utf-8",
-        headers={"x-trace-id": trace_id},
+        headers={"x-trace-id": trace_id, **(headers or {})},
     )
 
 
@@ -39,12 +41,17 @@ def _json_bytes(body: Any) -> bytes:
         return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
-def problem_response(problem: Problem, *, trace_id: str) -> func.HttpResponse:
-    headers = {"x-trace-id": trace_id}
+def problem_response(problem: Problem, *, trace_id: str, extensions: dict[str, Any] | None = None,
+                     headers: dict[str, str] | None = None) -> func.HttpResponse:
+    """`extensions`: more members of the problem document (RFC 9457 section 3.2)."""
+    headers = {**(headers or {}), "x-trace-id": trace_id}
     if problem.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(problem.retry_after)))
+    body = problem.to_dict(trace_id)
+    if extensions:
+        body.update(extensions)
     return func.HttpResponse(
-        _json_bytes(problem.to_dict(trace_id)),
+        _json_bytes(body),
         status_code=problem.status,
         mimetype="application/problem+json",
         charset="utf-8",
@@ -64,21 +71,42 @@ def guarded(
     """Run `handler(request, trace_id)`, turning every failure into problem details."""
 
     def run(req: func.HttpRequest) -> func.HttpResponse:
-        trace_id = new_trace_id(req.headers.get("traceparent"))
-        try:
-            return handler(req, trace_id)
-        except Problem as problem:
-            return problem_response(problem, trace_id=trace_id)
-        except SettingsError as error:
-            _logger.error("configuration error: %s", error)
-            return problem_response(misconfiguration_problem(error), trace_id=trace_id)
-        except Exception:  # a bug: log it, answer without details
-            _logger.exception("unhandled error (traceId %s)", trace_id)
-            internal = Problem(500, "InternalError", "Internal error",
-                               "the gateway failed unexpectedly; the traceId identifies the failure in its logs")
-            return problem_response(internal, trace_id=trace_id)
+        traceparent = req.headers.get("traceparent")
+        with telemetry.http_request(req.method, req.url, req.route_params, traceparent) as exchange:
+            # The span's ids when a tracer is installed, so answers and traces share one id.
+            trace_id = (exchange.span and telemetry.trace_id_of(exchange.span)) or new_trace_id(traceparent)
+            response = _answer(handler, req, trace_id)
+            exchange.status = response.status_code
+            return response
 
     return run
+
+
+def _answer(handler: Callable[[func.HttpRequest, str], func.HttpResponse], req: func.HttpRequest,
+            trace_id: str) -> func.HttpResponse:
+    try:
+        return handler(req, trace_id)
+    except Problem as problem:
+        return problem_response(problem, trace_id=trace_id)
+    except SettingsError as error:
+        _logger.error("configuration error: %s", error)
+        return problem_response(misconfiguration_problem(error), trace_id=trace_id)
+    except Exception:  # a bug: log it, answer without details
+        _logger.exception("unhandled error (traceId %s)", trace_id)
+        internal = Problem(500, "InternalError", "Internal error",
+                           "the gateway failed unexpectedly; the traceId identifies the failure in its logs")
+        return problem_response(internal, trace_id=trace_id)
+
+
+def require_query(req: func.HttpRequest, allowed: frozenset[str] = frozenset()) -> None:
+    """Refuse query parameters a route does not take, as unknown body fields are refused: a
+    mistyped `sender` must not silently fall back to the default sender. `code` is the host's
+    function key and always allowed."""
+    unknown = sorted(name for name in req.params if name not in allowed and name != "code")
+    if unknown:
+        expected = ", ".join(sorted(allowed)) or "none"
+        raise validation_problem({name[:64]: [f"unknown query parameter; expected {expected}"]
+                                  for name in unknown[:5]})
 
 
 def require_json(req: func.HttpRequest) -> None:

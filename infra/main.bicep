@@ -69,6 +69,18 @@ param auditChecks bool = false
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
+@description('Put App Service authentication (Entra ID) in front of the gateway (docs/deploy.md): callers need an Entra token besides the function key.')
+param appServiceAuthEnabled bool = false
+
+@description('Application (client) id of the gateway app registration; required with appServiceAuthEnabled.')
+param authClientId string = ''
+
+@description('Comma-separated client ids of the applications allowed to call (connector registration, services); empty allows any with a token for the gateway.')
+param authAllowedApplications string = ''
+
+@description('IPs or CIDR ranges of proxies in front of the gateway whose X-Forwarded-Host/-Proto are believed (OPTOUT_TRUSTED_FORWARDERS); empty believes none.')
+param trustedForwarders string = ''
+
 // Queue, container and table names match the code's defaults (optouts/config.py).
 var requestsQueueName = 'optout-requests'
 var resultsQueueName = 'optout-results'
@@ -221,6 +233,7 @@ module appSettings 'modules/app-settings.bicep' = {
     secretCacheSeconds: secretCacheSeconds
     acsApiVersion: acsApiVersion
     auditChecks: auditChecks
+    trustedForwarders: trustedForwarders
   }
 }
 
@@ -236,6 +249,9 @@ module functionApp 'modules/function-app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     useKeyVaultReferenceIdentity: acsAuthMode == 'key-vault-reference'
     appSettings: appSettings.outputs.settings
+    appServiceAuthEnabled: appServiceAuthEnabled
+    authClientId: authClientId
+    authAllowedApplications: empty(authAllowedApplications) ? [] : split(authAllowedApplications, ',')
   }
   // The host starts as soon as the site exists: grant its data access first, so the
   // first start does not fail on storage, telemetry, the vault or ACS.

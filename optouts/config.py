@@ -1,7 +1,7 @@
 """The gateway's settings, read from app settings (environment variables).
 
-Each provider reads its own (optouts/providers/acs/settings.py); what is here holds whatever
-provider serves a sender.
+Each provider reads its own (ACS: optouts/providers/acs/settings.py); the ones here hold
+whichever provider serves a sender.
 
 Reading settings never raises at import time: a missing or broken setting is
 reported as a `SettingsError` naming the setting, when a function first needs it.
@@ -10,8 +10,10 @@ reported as a `SettingsError` naming the setting, when a function first needs it
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 DEFAULT_REGION = "US"
 DEFAULT_MAX_NUMBERS = 10_000
@@ -23,6 +25,8 @@ DEFAULT_RESULTS_QUEUE = "optout-results"
 DEFAULT_RESULTS_CONTAINER = "optout-results"
 DEFAULT_QUEUE_TIME_BUDGET_SECONDS = 20.0
 DEFAULT_AUDIT_TABLE = "optoutaudit"
+
+_T = TypeVar("_T")
 
 
 class SettingsError(Exception):
@@ -52,16 +56,49 @@ class Settings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
+        """The settings, or a `SettingsError` for the first problem (`problems` lists them all)."""
+        reader = _Reader(os.environ if environ is None else environ)
+        settings = cls._read(reader)
+        if reader.problems:
+            raise reader.problems[0]
+        return settings
+
+    @classmethod
+    def problems(cls, environ: Mapping[str, str] | None = None) -> list[SettingsError]:
+        """Every problem of the sender and limit settings, one per setting (startup, readiness)."""
+        reader = _Reader(os.environ if environ is None else environ)
+        cls._read(reader)
+        return reader.problems
+
+    @classmethod
+    def _read(cls, env: _Reader) -> Settings:
         default_sender = _text(env, "OPTOUT_DEFAULT_SENDER")
-        allowed = _csv(env, "OPTOUT_ALLOWED_SENDERS")
+        if default_sender is not None and (problem := sender_problem(default_sender)):
+            env.problem("OPTOUT_DEFAULT_SENDER", problem)
+        listed = _csv(env, "OPTOUT_ALLOWED_SENDERS")
+        allowed = frozenset(listed)
+        bad = [position for position, sender in enumerate(listed, start=1) if sender_problem(sender)]
+        if bad:
+            # Positions, not values: whatever was pasted there stays out of the log.
+            env.problem("OPTOUT_ALLOWED_SENDERS",
+                        f"entry {', '.join(map(str, bad[:10]))} of {len(listed)}: "
+                        f"{sender_problem(listed[bad[0] - 1])}")
         if not allowed and default_sender is not None:
             allowed = frozenset({default_sender})
+        elif default_sender is not None and not bad and not sender_problem(default_sender) and (
+            comparable_sender(default_sender) not in {comparable_sender(s) for s in allowed}
+        ):
+            env.problem("OPTOUT_DEFAULT_SENDER",
+                        "is not in OPTOUT_ALLOWED_SENDERS, so every request without a sender would be refused")
+
+        region = (_text(env, "OPTOUT_DEFAULT_REGION") or DEFAULT_REGION).upper()
+        if len(region) != 2 or not region.isascii() or not region.isalpha():
+            env.problem("OPTOUT_DEFAULT_REGION", "must be a two-letter ISO 3166 region code such as US or GB")
 
         return cls(
             default_sender=default_sender,
             allowed_senders=allowed,
-            default_region=(_text(env, "OPTOUT_DEFAULT_REGION") or DEFAULT_REGION).upper(),
+            default_region=region,
             max_numbers=int(_number(env, "OPTOUT_MAX_NUMBERS", DEFAULT_MAX_NUMBERS, minimum=1)),
             max_concurrency=int(_number(env, "OPTOUT_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, minimum=1)),
             max_body_bytes=int(_number(env, "OPTOUT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1024)),
@@ -94,43 +131,129 @@ class QueueSettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> QueueSettings:
-        env = os.environ if environ is None else environ
+        reader = _Reader(os.environ if environ is None else environ)
+        settings = cls._read(reader)
+        if reader.problems:
+            raise reader.problems[0]
+        return settings
+
+    @classmethod
+    def problems(cls, environ: Mapping[str, str] | None = None) -> list[SettingsError]:
+        reader = _Reader(os.environ if environ is None else environ)
+        cls._read(reader)
+        return reader.problems
+
+    @classmethod
+    def _read(cls, env: _Reader) -> QueueSettings:
+        names = {
+            "OPTOUT_REQUESTS_QUEUE": _text(env, "OPTOUT_REQUESTS_QUEUE") or DEFAULT_REQUESTS_QUEUE,
+            "OPTOUT_RESULTS_QUEUE": _text(env, "OPTOUT_RESULTS_QUEUE") or DEFAULT_RESULTS_QUEUE,
+            "OPTOUT_RESULTS_CONTAINER": _text(env, "OPTOUT_RESULTS_CONTAINER") or DEFAULT_RESULTS_CONTAINER,
+        }
+        for setting, name in names.items():
+            if not _STORAGE_NAME.fullmatch(name) or "--" in name:
+                env.problem(setting, "must be 3 to 63 lowercase letters, digits and single hyphens, "
+                                     "starting and ending with a letter or digit (Azure Storage naming rules)")
         return cls(
-            requests_queue=_text(env, "OPTOUT_REQUESTS_QUEUE") or DEFAULT_REQUESTS_QUEUE,
-            results_queue=_text(env, "OPTOUT_RESULTS_QUEUE") or DEFAULT_RESULTS_QUEUE,
-            results_container=_text(env, "OPTOUT_RESULTS_CONTAINER") or DEFAULT_RESULTS_CONTAINER,
+            requests_queue=names["OPTOUT_REQUESTS_QUEUE"],
+            results_queue=names["OPTOUT_RESULTS_QUEUE"],
+            results_container=names["OPTOUT_RESULTS_CONTAINER"],
             time_budget_seconds=_number(
                 env, "OPTOUT_QUEUE_TIME_BUDGET_SECONDS", DEFAULT_QUEUE_TIME_BUDGET_SECONDS, minimum=1
             ),
         )
 
 
-def _text(env: Mapping[str, str], name: str) -> str | None:
+def requests_queue_name(environ: Mapping[str, str] | None = None) -> str:
+    """The queue the trigger listens on, read when the app is indexed. Never raises: a bad name
+    is reported by `all_problems` at startup and by readiness, not by a failed indexing."""
+    return _text(os.environ if environ is None else environ, "OPTOUT_REQUESTS_QUEUE") or DEFAULT_REQUESTS_QUEUE
+
+
+def all_problems(environ: Mapping[str, str] | None = None) -> list[SettingsError]:
+    """What is wrong with the gateway's settings, one message per problem, never a value
+    (optouts.runtime.settings_problems adds the providers'). Beyond what `from_environ`
+    refuses, a gateway with no sender at all is reported, since it would refuse every request."""
+    env = os.environ if environ is None else environ
+    problems = Settings.problems(env) + QueueSettings.problems(env)
+    if _text(env, "OPTOUT_DEFAULT_SENDER") is None and not _csv(env, "OPTOUT_ALLOWED_SENDERS"):
+        problems.append(SettingsError("OPTOUT_DEFAULT_SENDER", "no sender is configured: set OPTOUT_DEFAULT_SENDER "
+                                      "(and OPTOUT_ALLOWED_SENDERS for more than one), or every request is refused"))
+    return problems
+
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_SHORT_CODE = re.compile(r"[0-9]{3,8}")
+_STORAGE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+
+
+def comparable_sender(sender: str) -> str:
+    """Toll-free and 10DLC senders compare as E.164 (spaces, dashes, dots, brackets ignored)."""
+    compact = "".join(c for c in sender if c not in " -().")
+    if compact.startswith("+") and compact[1:].isdigit():
+        return compact
+    return sender.strip()
+
+
+def sender_problem(sender: str) -> str | None:
+    """Why `sender` cannot own an opt-out list, or None. A list exists for numbers that can
+    receive a STOP: phone numbers (E.164) and short codes. Alphanumeric sender ids are
+    one-way in ACS (nobody can reply STOP to them), so a name such as `hello` is refused."""
+    compact = comparable_sender(sender)
+    if _E164.fullmatch(compact) or _SHORT_CODE.fullmatch(compact):
+        return None
+    return ("must be a phone number in E.164 format such as +18005550100, or a short code of 3 to 8 digits "
+            "(alphanumeric sender ids are one-way and have no opt-out list)")
+
+
+class _Reader:
+    """The environment, read so that problems are collected instead of stopping at the first:
+    an operator sees everything to fix at once. A broken value reads as its default."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self.problems: list[SettingsError] = []
+
+    def get(self, name: str, default: str = "") -> str:
+        return self._env.get(name, default)
+
+    def problem(self, setting: str, problem: str) -> None:
+        self.problems.append(SettingsError(setting, problem))
+
+
+def _text(env: Mapping[str, str] | _Reader, name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
 
 
-def _csv(env: Mapping[str, str], name: str) -> frozenset[str]:
-    return frozenset(part.strip() for part in env.get(name, "").split(",") if part.strip())
+def _csv(env: Mapping[str, str] | _Reader, name: str) -> list[str]:
+    return [part.strip() for part in env.get(name, "").split(",") if part.strip()]
 
 
-def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
+def _flag(env: Mapping[str, str] | _Reader, name: str, *, default: bool = False) -> bool:
     value = (_text(env, name) or str(default)).lower()
     if value in {"1", "true", "yes"}:
         return True
     if value in {"0", "false", "no"}:
         return False
-    raise SettingsError(name, "must be true or false")
+    return _refuse(env, SettingsError(name, "must be true or false"), default)
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+def _number(env: Mapping[str, str] | _Reader, name: str, default: float, *, minimum: float) -> float:
     raw = _text(env, name)
     if raw is None:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(name, "must be a number") from None
+        return _refuse(env, SettingsError(name, "must be a number"), default)
     if value < minimum:
-        raise SettingsError(name, f"must be at least {minimum:g}")
+        return _refuse(env, SettingsError(name, f"must be at least {minimum:g}"), default)
     return value
+
+
+def _refuse(env: Mapping[str, str] | _Reader, error: SettingsError, default: _T) -> _T:
+    if isinstance(env, _Reader):
+        env.problems.append(error)
+        return default
+    raise error

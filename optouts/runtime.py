@@ -4,30 +4,123 @@ This is the one place where building is deferred, so that `import function_app` 
 the app, cold start) stays light: the blueprints import light modules and this one, and the
 heavy side (a provider's client and its SDK, phonenumbers, the Storage SDKs) is imported by
 the getters and factories below when the first request needs it. Building lazily also means
-a broken setting is reported as an answer, not as a crash at import.
+a broken setting is reported as an answer, not as a crash at import. `start`, called when the
+app is indexed, logs every settings problem at once and sets up telemetry (optouts.telemetry);
+it never raises.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from optouts.config import QueueSettings, Settings, SettingsError
+from optouts.config import QueueSettings, Settings, SettingsError, all_problems
 from optouts.providers.acs.settings import AcsSettings, AuthMode
 
 if TYPE_CHECKING:
     from optouts.audit.trail import AuditTrail
     from optouts.providers.acs.client import OptOutsClient
     from optouts.providers.base import Provider
+    from optouts.readiness import ReadinessProbe
     from optouts.usecases.queued_requests import QueuedRequestProcessor
     from optouts.usecases.service import OptOutService
 
+_logger = logging.getLogger("optouts.startup")
 _lock = threading.Lock()
 _settings: Settings | None = None
 _acs_settings: AcsSettings | None = None
 _service: OptOutService | None = None
 _processor: QueuedRequestProcessor | None = None
 _audit_trail: AuditTrail | None = None
+_readiness: ReadinessProbe | None = None
+_telemetry: str | None = None
+
+
+def start(environ: Mapping[str, str] | None = None) -> list[SettingsError]:
+    """At indexing: quiet the Azure SDK loggers, install the telemetry exporter (once per
+    process), and log one error per settings problem. Returns the problems; never raises,
+    so a broken setting leaves the app indexed and answering 503 with the reason."""
+    env = os.environ if environ is None else environ
+    global _telemetry
+    with _lock:
+        if _telemetry is None:
+            _telemetry = _configure_telemetry(env)
+    problems = settings_problems(env)
+    for problem in problems:
+        _logger.error("startup: %s", problem)
+    return problems
+
+
+def _configure_telemetry(env: Mapping[str, str]) -> str:
+    from optouts import telemetry
+
+    telemetry.quiet_azure_sdk(env)
+    choice = telemetry.exporter_choice(env)
+    try:
+        if choice == "azure-monitor":
+            _configure_azure_monitor(env)
+        elif choice == "console":
+            _configure_console()
+    except Exception as error:  # telemetry must never keep the app from starting
+        _logger.error("startup: telemetry (%s) could not be configured: %s", choice, type(error).__name__)
+        return "failed"
+    return choice
+
+
+def _configure_azure_monitor(env: Mapping[str, str]) -> None:
+    # Imported here only: the distro takes most of a second to import, paid only where it is used.
+    from azure.identity import ManagedIdentityCredential
+    from azure.monitor.opentelemetry import configure_azure_monitor
+    from opentelemetry.sdk.resources import Resource
+
+    from optouts import telemetry
+
+    entra, client_id = telemetry.monitor_client_id(env)
+    # The Functions host already ships the worker's log lines to Application Insights; the
+    # distro reads only this variable for it (its disable_logging argument is overridden).
+    os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
+    configure_azure_monitor(
+        connection_string=env["APPLICATIONINSIGHTS_CONNECTION_STRING"].strip(),
+        # Infra disables local (instrumentation key) auth: the app's managed identity signs in.
+        credential=ManagedIdentityCredential(client_id=client_id) if entra else None,
+        resource=Resource.create({"service.name": telemetry.SERVICE_NAME}),
+        instrumentation_options={
+            # Storage and Key Vault calls are traced through azure-core; the plain HTTP
+            # instrumentations would trace the same calls a second time.
+            "requests": {"enabled": False}, "urllib": {"enabled": False}, "urllib3": {"enabled": False},
+            "httpx": {"enabled": False}, "django": {"enabled": False}, "fastapi": {"enabled": False},
+            "flask": {"enabled": False}, "psycopg2": {"enabled": False},
+        },
+    )
+
+
+def _configure_console() -> None:
+    """OPTOUT_TELEMETRY_CONSOLE=true, for local runs: spans as they end, metrics every minute."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    from optouts import telemetry
+
+    resource = Resource.create({"service.name": telemetry.SERVICE_NAME})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(tracer_provider)
+    reader = PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=60_000)
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+
+
+def settings_problems(environ: Mapping[str, str] | None = None) -> list[SettingsError]:
+    """What is wrong with the app settings: each provider's, then the gateway's (startup logs
+    them, readiness reports them); one message per problem, never a value."""
+    env = os.environ if environ is None else environ
+    return AcsSettings.problems(env) + all_problems(env)
 
 
 def get_settings() -> Settings:
@@ -119,6 +212,23 @@ def get_queue_processor(max_dequeue_count: int) -> QueuedRequestProcessor:
     return _processor
 
 
+def get_readiness() -> ReadinessProbe:
+    global _readiness
+    if _readiness is None:
+        with _lock:
+            if _readiness is None:
+                from optouts.readiness import ReadinessProbe, storage_check
+
+                _readiness = ReadinessProbe(
+                    environ=lambda: os.environ,
+                    problems=settings_problems,
+                    settings=get_settings,
+                    service=get_service,
+                    storage_check=storage_check(QueueSettings.from_environ),
+                )
+    return _readiness
+
+
 def build_provider(settings: Settings, acs: AcsSettings) -> Provider:
     """The provider the use cases talk to: a router over every configured provider, each
     sender to its own (today every sender is ACS's; issue 23 adds AWS senders)."""
@@ -161,9 +271,10 @@ def build_acs_client(settings: Settings, acs: AcsSettings) -> OptOutsClient:
 
 def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
-    global _settings, _acs_settings, _service, _processor, _audit_trail
+    global _settings, _acs_settings, _service, _processor, _audit_trail, _readiness
     with _lock:
         service, _service, _settings, _acs_settings, _processor = _service, None, None, None, None
+        _readiness = None
         audit_trail, _audit_trail = _audit_trail, None
     if service is not None:
         service.provider.close()

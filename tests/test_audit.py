@@ -196,12 +196,14 @@ def test_history_pages_newest_first_with_an_absolute_next_link(audit_env: str) -
     assert [r["sender"] for r in other_sender] == [OTHER_SENDER]
 
 
-def test_history_next_link_names_the_public_host(audit_env: str) -> None:
+def test_history_next_link_names_the_public_host(audit_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPTOUT_TRUSTED_FORWARDERS", "10.0.0.0/24")  # the proxy, as App Service saw it
     for _ in range(2):
         call("AddOptOuts", body={"phoneNumbers": [NUMBER]})
     response = call("GetOptOutHistory", method="GET", route_params={"phoneNumber": "(425) 555-0142"},
                     params={"top": "1"},
-                    headers={"X-Forwarded-Host": "optouts.contoso.com", "X-Forwarded-Proto": "https"})
+                    headers={"X-Forwarded-Host": "optouts.contoso.com", "X-Forwarded-Proto": "https",
+                             "X-Forwarded-For": "203.0.113.9, 10.0.0.4:50123"})
     assert body_of(response)["nextLink"].startswith("https://optouts.contoso.com/api/optouts/%2B14255550142/history?")
 
 

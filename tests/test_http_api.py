@@ -81,6 +81,7 @@ def test_indexed_function_metadata() -> None:
         "GetOptOutStatus": ("optouts/{phoneNumber}", ["GET"]),
         "GetOptOutHistory": ("optouts/{phoneNumber}/history", ["GET"]),
         "Health": ("health", ["GET"]),
+        "Readiness": ("health/ready", ["GET"]),
     }
     functions = registered_functions()
     for name, (route, methods) in expected.items():

@@ -27,8 +27,10 @@ from optouts.domain import commands
 REPO = Path(__file__).resolve().parent.parent
 CONNECTOR = REPO / "connector"
 OPERATION_IDS = {"RemoveOptOutNumbers", "AddOptOutNumbers", "CheckOptOutNumbers", "GetOptOutStatus",
-                 "GetOptOutHistory"}
+                 "GetOptOutHistory", "GetGatewayReadiness"}
 ERRORS_EVERY_OPERATION_DECLARES = {"400", "401", "403", "502", "503"}
+# Readiness acts for no sender and calls ACS only to check it: no 403 or 502, a 503 that says why.
+ERRORS_DECLARED_BY = {"GetGatewayReadiness": {"400", "401", "503"}}
 # Only a request with a body can be too large or of the wrong media type.
 ERRORS_ONLY_BODIES_CAUSE = {"413", "415"}
 # Words Title Case leaves in lower case unless they open the summary.
@@ -99,11 +101,13 @@ def lint(document: dict[str, Any]) -> list[str]:
                     problems.append(f"{label}: no x-ms-summary")
                 if "schema" in parameter:
                     problems += schema_properties_missing_summary(document, parameter["schema"], label, set())
-            problems += lint_responses(document, where, method, operation["responses"])
+            problems += lint_responses(document, where, method, operation["responses"],
+                                       ERRORS_DECLARED_BY.get(operation_id, ERRORS_EVERY_OPERATION_DECLARES))
     return problems
 
 
-def lint_responses(document: dict[str, Any], where: str, method: str, responses: dict[str, Any]) -> list[str]:
+def lint_responses(document: dict[str, Any], where: str, method: str, responses: dict[str, Any],
+                   errors_declared: set[str] = ERRORS_EVERY_OPERATION_DECLARES) -> list[str]:
     problems = []
     successes = [code for code in responses if code.startswith("2")]
     if successes != ["200"]:
@@ -113,7 +117,7 @@ def lint_responses(document: dict[str, Any], where: str, method: str, responses:
     else:
         problems += schema_properties_missing_summary(document, resolve(document, responses["200"])["schema"],
                                                       f"{where} 200", set())
-    expected_errors = ERRORS_EVERY_OPERATION_DECLARES | (ERRORS_ONLY_BODIES_CAUSE if method == "post" else set())
+    expected_errors = errors_declared | (ERRORS_ONLY_BODIES_CAUSE if method == "post" else set())
     if missing := expected_errors - set(responses):
         problems.append(f"{where}: undeclared error responses {sorted(missing)}")
     for code in expected_errors & set(responses) - {"401"}:
@@ -313,17 +317,25 @@ def test_openapi_function_fills_in_the_callers_host() -> None:
     assert document == openapi.build_document("sms-optout.azurewebsites.net")
 
 
-def test_openapi_function_prefers_forwarded_host_and_scheme() -> None:
-    response = call_openapi("http://10.0.0.4:8080/api/openapi.json", {
-        "x-forwarded-host": "api.contoso.com, internal-proxy", "x-forwarded-proto": "https"})
+def test_openapi_function_prefers_forwarded_host_and_scheme_from_a_trusted_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPTOUT_TRUSTED_FORWARDERS", "10.0.0.0/8")
+    headers = {"x-forwarded-host": "api.contoso.com, internal-proxy", "x-forwarded-proto": "https"}
+    response = call_openapi("http://10.0.0.4:8080/api/openapi.json", {**headers, "x-forwarded-for": "10.0.0.9:1234"})
     document = json.loads(response.get_body())
     assert (document["host"], document["schemes"]) == ("api.contoso.com", ["https"])
+    assert response.headers["Vary"] == "X-Forwarded-Host, X-Forwarded-Proto"
+    untrusted = json.loads(call_openapi("http://10.0.0.4:8080/api/openapi.json", headers).get_body())
+    assert (untrusted["host"], untrusted["schemes"]) == ("10.0.0.4:8080", ["http"])
 
 
 @pytest.mark.parametrize("forwarded", ['evil.com/"><script>', "a b", "", "host:99999999", "user@evil.com"])
-def test_a_forwarded_host_that_is_not_a_host_name_is_ignored(forwarded: str) -> None:
+def test_a_forwarded_host_that_is_not_a_host_name_is_ignored(forwarded: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPTOUT_TRUSTED_FORWARDERS", "127.0.0.1")
     assert public_origin("http://127.0.0.1:7071/api/openapi.json",
-                         {"x-forwarded-host": forwarded, "x-forwarded-proto": "gopher"}) == ("http", "127.0.0.1:7071")
+                         {"x-forwarded-host": forwarded, "x-forwarded-proto": "gopher",
+                          "x-forwarded-for": "127.0.0.1"}) == ("http", "127.0.0.1:7071")
 
 
 def test_ipv6_and_port_hosts_are_kept() -> None:

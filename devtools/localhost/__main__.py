@@ -1,8 +1,9 @@
 """`python -m devtools.localhost`: run the function app locally, like `func start`.
 
 Loads `local.settings.json` Values (already-set environment variables win). When no
-way to reach ACS is configured, the ACS emulator runs embedded; when the app has
-queue triggers on development storage, Azurite runs embedded.
+way to reach ACS is configured, the ACS emulator runs embedded; when storage is development
+storage (or unset), Azurite runs embedded, with the gateway's queues and container created
+at start. The banner prints the senders, the storage connection string and the queue names.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ import signal
 import threading
 from contextlib import ExitStack
 from pathlib import Path
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import ContainerClient
+from azure.storage.queue import QueueClient
+
+from optouts.config import QueueSettings, SettingsError
 
 from .host import LocalHost
 
@@ -49,8 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--function-key", action="append", default=[], help="NAME=VALUE (repeatable)")
     parser.add_argument("--master-key")
     parser.add_argument("--azurite-location", help="persist Azurite's data here instead of in memory")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="DEBUG adds the traceback of each failed queue delivery")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # azure-core logs every storage poll at INFO; keep the console for the app's own lines.
     logging.getLogger("azure").setLevel(logging.WARNING)
 
@@ -79,21 +88,59 @@ def main(argv: list[str] | None = None) -> None:
                                                   in_memory=args.azurite_location is None))
             settings["AzureWebJobsStorage"] = azurite.connection_string
             notes.append(f"Azurite embedded, queues at http://127.0.0.1:{azurite.queue_port}")
+            storage_lines = [f"  AzureWebJobsStorage={azurite.connection_string}"]
+        else:
+            storage_lines = ["  AzureWebJobsStorage as configured"]
+        configured = {**configured, **settings}
+        storage_lines += queue_lines(configured, create=storage in ("", DEVELOPMENT_STORAGE))
 
         host = stack.enter_context(LocalHost(app_dir=app_dir, app_module=args.app, port=args.port,
                                              function_keys=keys or None, master_key=master_key,
                                              settings=settings))
-        print(banner(host, notes), flush=True)
         stopping = threading.Event()
+        # Before the banner: whoever reads it may signal at once.
         signal.signal(signal.SIGTERM, lambda *_: stopping.set())
         signal.signal(signal.SIGINT, lambda *_: stopping.set())
+        print(banner(host, notes, sender_lines(configured), storage_lines), flush=True)
         while not stopping.wait(0.5):
             pass
         print("Stopping...", flush=True)
     print("Stopped.", flush=True)
 
 
-def banner(host: LocalHost, notes: list[str]) -> str:
+def sender_lines(configured: dict[str, str]) -> list[str]:
+    default = configured.get("OPTOUT_DEFAULT_SENDER", "").strip()
+    allowed = [s.strip() for s in configured.get("OPTOUT_ALLOWED_SENDERS", "").split(",") if s.strip()]
+    return [f"  default: {default or '(none: requests must name a sender)'}",
+            f"  allowed: {', '.join(allowed) if allowed else default or '(none)'}"]
+
+
+def queue_lines(configured: dict[str, str], *, create: bool) -> list[str]:
+    """The queue API's names; on embedded Azurite, the queues and the container are created
+    now, so that a first run can read `optout-results` before any result was published."""
+    try:
+        names = QueueSettings.from_environ(configured)
+    except SettingsError as error:
+        return [f"  queues: {error}"]
+    queues = [names.requests_queue, names.results_queue, f"{names.requests_queue}-poison"]
+    if create:
+        connection = configured["AzureWebJobsStorage"]
+        for name in queues:
+            _create(QueueClient.from_connection_string(connection, name).create_queue)
+        _create(ContainerClient.from_connection_string(connection, names.results_container).create_container)
+    return [f"  requests queue: {queues[0]}", f"  results queue:  {queues[1]}", f"  poison queue:   {queues[2]}",
+            f"  results blob container: {names.results_container}"]
+
+
+def _create(create: object) -> None:
+    try:
+        create()  # type: ignore[operator]
+    except ResourceExistsError:
+        pass
+
+
+def banner(host: LocalHost, notes: list[str], senders: list[str] | None = None,
+           storage: list[str] | None = None) -> str:
     key_name, key = next(iter(host.function_keys.items()))
     prefix = f"{host.base_url}/{host.config.route_prefix}" if host.config and host.config.route_prefix else host.base_url
     lines = ["", "Functions:"]
@@ -103,6 +150,10 @@ def banner(host: LocalHost, notes: list[str]) -> str:
     for queue_function in host.queue_functions:
         lines.append(f"  {queue_function.name}: queue {queue_function.queue_name}")
     lines += ["", f"Function key '{key_name}': {key}"]
+    if senders:
+        lines += ["Senders:", *senders]
+    if storage:
+        lines += ["Storage:", *storage]
     lines += [f"Note: {note}" for note in notes]
     example = next((f for f in host.http_functions if f.route.template == "optouts/check"), None)
     lines += ["", "Try:"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from .app_loader import HttpFunction, QueueFunction, load_app, read_functions
 from .host_config import HostConfig, load_host_config, parse_timespan
-from .http_server import FunctionsHttpServer
+from .http_server import FunctionsHttpServer, HttpLimits
 from .invoker import Invoker
 from .queues import QueueListener
 
@@ -29,6 +29,7 @@ class LocalHost:
         master_key: str | None = None,
         settings: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
+        limits: HttpLimits | None = None,
     ) -> None:
         self.app_dir = Path(app_dir).resolve()
         self.app_module = app_module
@@ -36,6 +37,7 @@ class LocalHost:
         self.master_key = master_key or secrets.token_urlsafe(32)
         self._settings = dict(settings or {})
         self._address = (host, port)
+        self._limits = limits
         self._server: FunctionsHttpServer | None = None
         self._server_thread: threading.Thread | None = None
         self._listeners: list[QueueListener] = []
@@ -69,6 +71,7 @@ class LocalHost:
             master_key=self.master_key,
             invoker=self._invoker,
             function_timeout=timeout,
+            limits=self._limits,
         )
         self._server_thread = threading.Thread(target=self._server.serve_forever, name="localhost-http", daemon=True)
         self._server_thread.start()

@@ -26,6 +26,7 @@ import azure.functions.queue as func_queue
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from optouts.azure.storage import queue_client
+from optouts.domain.logtext import log_safe
 
 from .app_loader import QueueFunction
 from .host_config import QueueOptions
@@ -142,8 +143,12 @@ class QueueListener:
             raise ValueError("the message is not valid base64 (host.json messageEncoding is base64)") from None
 
     def _settle_failure(self, message: Any, error: Exception) -> None:
-        _logger.warning("function %s failed on message %s (delivery %d of %d)", self.function.name,
-                        message.id, message.dequeue_count, self.options.max_dequeue_count, exc_info=error)
+        # One line, as the host's "Executed ... (Failed)": a failed delivery is how a function asks
+        # for a redelivery, so it is routine. The traceback is at DEBUG (`--log-level DEBUG`).
+        _logger.warning("function %s failed on message %s (delivery %d of %d): %s: %s", self.function.name,
+                        message.id, message.dequeue_count, self.options.max_dequeue_count,
+                        type(error).__name__, log_safe(str(error)))
+        _logger.debug("function %s failure on message %s", self.function.name, message.id, exc_info=error)
         if message.dequeue_count >= self.options.max_dequeue_count:
             self._poison.send_message(message.content)
             try:

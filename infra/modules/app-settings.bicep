@@ -50,6 +50,9 @@ param secretCacheSeconds int
 param acsApiVersion string
 param auditChecks bool
 
+@description('IPs or CIDR ranges of the proxies (Front Door, Application Gateway, API Management) whose X-Forwarded-Host/-Proto the gateway believes; empty believes none.')
+param trustedForwarders string = ''
+
 // Settings that do not depend on how ACS is reached.
 var commonSettings = {
   // Identity-based connection for the Functions host and for optouts/storage.py:
@@ -83,6 +86,7 @@ var commonSettings = {
   OPTOUT_AUDIT_TABLE: auditTableName
   OPTOUT_AUDIT_CHECKS: auditChecks ? 'true' : 'false'
   OPTOUT_AUDIT_WRITES: 'true'
+  OPTOUT_TRUSTED_FORWARDERS: trustedForwarders
 }
 
 // Exactly one way to reach ACS per mode; the code picks its mode from which of these

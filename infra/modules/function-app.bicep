@@ -32,6 +32,18 @@ param appSettings object
 @description('Set the Key Vault reference identity to the user-assigned identity (key-vault-reference mode).')
 param useKeyVaultReferenceIdentity bool = false
 
+@description('Put App Service authentication (Entra ID) in front of the app: every call but the contract then needs an Entra access token for the gateway app registration, besides the function key.')
+param appServiceAuthEnabled bool = false
+
+@description('Application (client) id of the gateway app registration whose tokens are accepted; required with appServiceAuthEnabled.')
+param authClientId string = ''
+
+@description('Tenant whose tokens are accepted.')
+param authTenantId string = tenant().tenantId
+
+@description('Client ids of the applications allowed to call (the connector registration, internal services); empty allows any application holding a token for the gateway audience.')
+param authAllowedApplications array = []
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
   location: location
@@ -95,6 +107,71 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       runtime: {
         name: 'python'
         version: pythonVersion
+      }
+    }
+  }
+}
+
+// App Service authentication (Easy Auth): the platform checks the Entra token before the
+// request reaches the worker, and sets X-MS-CLIENT-PRINCIPAL-* itself (stripping any the
+// caller sent). API callers get 401, never a login redirect. The contract stays anonymous
+// so a connector can still be created from its URL.
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (appServiceAuthEnabled) {
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    // checkov reads every sites/config resource as the site's web configuration; this one is
+    // authsettingsV2, which holds none of those properties (they are set on the site itself):
+    // checkov:skip=CKV_AZURE_13: This is authsettingsV2, which checkov reads as the V1 schema: it is enabled by platform.enabled below, which the V1 check does not look for.
+    // checkov:skip=CKV_AZURE_63: HTTP logging is a web config property, not one of the authentication settings in this resource.
+    // checkov:skip=CKV_AZURE_65: Detailed error messages are a web config property, not one of the authentication settings here.
+    // checkov:skip=CKV_AZURE_66: Failed request tracing is a web config property, not one of the authentication settings here.
+    // checkov:skip=CKV_AZURE_80: The .NET Framework version is a web config property, and the app runs Python anyway.
+    // checkov:skip=CKV_AZURE_88: Azure Files mounts are a web config property; a Flex Consumption Python app mounts none.
+    // checkov:skip=CKV_AZURE_222: Public network access is a site property, skipped with its reason on the site above.
+    platform: {
+      enabled: true
+      runtimeVersion: '~1'
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [
+        '/api/openapi.json'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+      routes: {
+        apiPrefix: '/.auth'
+      }
+      forwardProxy: {
+        convention: 'NoProxy'
+      }
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          // v2.0 issuer; the platform accepts the tenant's v1 tokens for the same audience too.
+          openIdIssuer: '${environment().authentication.loginEndpoint}${authTenantId}/v2.0'
+          clientId: authClientId
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${authClientId}'
+            authClientId
+          ]
+          defaultAuthorizationPolicy: {
+            allowedApplications: authAllowedApplications
+          }
+        }
+      }
+    }
+    login: {
+      // API callers send bearer tokens; no session cookies or stored tokens are needed.
+      tokenStore: {
+        enabled: false
       }
     }
   }

@@ -66,7 +66,8 @@ def build_document(
         "definitions": _definitions(),
         "securityDefinitions": _security_definitions(auth),
         "security": [{name: []} for name in _security_definitions(auth)],
-        "tags": [{"name": "Opt-outs", "description": "The SMS opt-out list of a sender."}],
+        "tags": [{"name": "Opt-outs", "description": "The SMS opt-out list of a sender."},
+                 {"name": "Operations", "description": "The gateway's own state, for operators."}],
     }
 
 
@@ -92,6 +93,7 @@ def _paths() -> dict[str, Any]:
         )},
         "/optouts/{phoneNumber}": {"get": _single_status_operation()},
         "/optouts/{phoneNumber}/history": {"get": _history_operation()},
+        "/health/ready": {"get": _readiness_operation()},
     }
 
 
@@ -244,6 +246,34 @@ def _history_operation() -> dict[str, Any]:
     }
 
 
+def _readiness_operation() -> dict[str, Any]:
+    return {
+        "operationId": "GetGatewayReadiness",
+        "summary": "Check Gateway Readiness",
+        "description": "Tells whether the gateway can serve requests now: its settings, its credentials, an answer "
+                       "from Azure Communication Services and its storage account, each checked at most every "
+                       "30 seconds.",
+        "tags": ["Operations"],
+        "x-ms-visibility": "advanced",
+        "produces": list(_RESPONSE_TYPES),
+        "parameters": [],
+        "responses": {
+            "200": {
+                "description": "Every dependency checked out.",
+                "schema": {"$ref": "#/definitions/Readiness"},
+                "headers": _trace_header(),
+            },
+            **_error_responses(400, 401),
+            "503": {
+                "description": "A dependency failed: the problem's checks say which, and why.",
+                "schema": {"$ref": "#/definitions/Problem"},
+                "headers": {**_trace_header(), "Retry-After": {
+                    "type": "integer", "description": "Seconds to wait before checking again."}},
+            },
+        },
+    }
+
+
 _ERROR_DESCRIPTIONS = {
     400: "The request is malformed: not JSON, wrong types, missing or unknown fields, or an invalid number.",
     401: "The function key is missing or wrong (answered by the Functions host, with no body).",
@@ -291,6 +321,9 @@ def _definitions() -> dict[str, Any]:
         "OptOutHistory": _history_schema(),
         "AuditRecord": _audit_record_schema(),
         "Problem": _problem_schema(),
+        "Readiness": _readiness_schema(),
+        "ReadinessChecks": _readiness_checks_schema(),
+        "DependencyCheck": _dependency_check_schema(),
     }
 
 
@@ -338,7 +371,9 @@ def _request_schema() -> dict[str, Any]:
                 "x-nullable": True,
                 "x-ms-summary": "Reason",
                 "x-ms-visibility": "advanced",
-                "description": "Free text kept in the audit trail, such as a ticket number.",
+                "description": "Free text kept in the audit trail, such as a ticket number: at most "
+                               f"{MAX_REASON_LENGTH} printable characters, no line breaks, tabs or other control "
+                               "characters (refused with 400 otherwise).",
             },
         },
     }
@@ -512,7 +547,8 @@ def _audit_record_schema() -> dict[str, Any]:
         "callerId": text("Caller id", "The Entra principal's object id, when known.", nullable=True),
         "channel": {"type": "string", "enum": ["http", "queue"], "x-ms-summary": "Channel",
                     "description": "How the request arrived: http or queue."},
-        "correlationId": text("Correlation id", "The trace id of the HTTP request or the queue correlationId."),
+        "correlationId": text("Correlation id", "The trace id of the HTTP request or the queue message's "
+                              "correlationId (1 to 128 of A-Z a-z 0-9 . _ : -), else its message id."),
         "reason": text("Reason", "The reason the caller gave.", nullable=True),
     }
     return {
@@ -545,6 +581,52 @@ def _problem_schema() -> dict[str, Any]:
             },
             "traceId": {"type": "string", "x-ms-summary": "Trace id",
                         "description": "Identifies the request in the gateway's logs."},
+            "checks": {"$ref": "#/definitions/ReadinessChecks"},
+        },
+    }
+
+
+def _readiness_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["status", "checks"],
+        "additionalProperties": False,
+        "properties": {
+            "status": {"type": "string", "enum": ["ready"], "x-ms-summary": "Status",
+                       "description": "Always ready in a 200 answer."},
+            "checks": {"$ref": "#/definitions/ReadinessChecks"},
+        },
+    }
+
+
+def _readiness_checks_schema() -> dict[str, Any]:
+    labels = {"settings": "Settings", "credentials": "Credentials", "acs": "Azure Communication Services",
+              "storage": "Storage"}
+    return {
+        "type": "object",
+        "required": list(labels),
+        "additionalProperties": False,
+        "x-ms-summary": "Checks",
+        "description": "One entry per dependency (in readiness answers only).",
+        "properties": {name: {"$ref": "#/definitions/DependencyCheck"} for name in labels},
+    }
+
+
+def _dependency_check_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["status"],
+        "additionalProperties": False,
+        "x-ms-summary": "Dependency check",
+        "description": "The outcome of one dependency's check.",
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "failed", "skipped"], "x-ms-summary": "Check status",
+                       "description": "skipped when a dependency it needs failed first."},
+            "code": {"type": "string", "x-ms-summary": "Check error code",
+                     "description": "What failed, for code, such as AcsUnavailable."},
+            "detail": {"type": "string", "x-ms-summary": "Check detail", "description": "What failed, for people."},
+            "durationMs": {"type": "number", "minimum": 0, "x-ms-summary": "Check duration (ms)",
+                           "description": "How long the check took."},
         },
     }
 

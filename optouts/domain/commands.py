@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,8 +17,17 @@ MAX_REASON_LENGTH = 500
 MAX_CORRELATION_ID_LENGTH = 128
 MAX_SENDER_LENGTH = 32
 
+#: What a caller's correlationId may hold: it is echoed in results, kept in the audit trail and
+#: may name things, so letters, digits and `. _ : -` only (GUIDs, ticket and item ids fit).
+CORRELATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+CORRELATION_ID_RULE = "1 to 128 characters: letters, digits, '.', '_', ':' or '-'"
+_CORRELATION_ID = re.compile(CORRELATION_ID_PATTERN)
+#: Free text (reason): any printable character, none that could end a log line or reorder text.
+REASON_RULE = f"at most {MAX_REASON_LENGTH} printable characters, no line breaks or control characters"
+
 _BODY_FIELDS = frozenset({"phoneNumbers", "sender", "region", "reason"})
-_MESSAGE_FIELDS = _BODY_FIELDS | {"action", "correlationId"}
+# `traceparent` (W3C) lets a trace follow a queued request; optouts.telemetry validates it.
+_MESSAGE_FIELDS = _BODY_FIELDS | {"action", "correlationId", "traceparent"}
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,9 @@ def parse_command(
     sender = _optional_text(payload, "sender", MAX_SENDER_LENGTH, errors)
     region = _optional_text(payload, "region", 2, errors)
     reason = _optional_text(payload, "reason", MAX_REASON_LENGTH, errors)
-    correlation_id = _optional_text(payload, "correlationId", MAX_CORRELATION_ID_LENGTH, errors)
+    if reason is not None and not is_printable_text(reason):
+        errors["reason"] = [f"must be {REASON_RULE}"]
+    correlation_id = _correlation_id(payload.get("correlationId"), errors)
     if region is not None and not is_known_region(region):
         errors.setdefault("region", []).append("must be a two-letter ISO 3166 region code such as US or GB")
     if errors:
@@ -180,6 +192,32 @@ def _optional_text(payload: Mapping[str, Any], name: str, max_length: int, error
         errors[name] = [f"must be at most {max_length} characters"]
         return None
     return value or None
+
+
+def _correlation_id(value: Any, errors: dict[str, list[str]]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        errors["correlationId"] = ["must be a string"]
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if not is_valid_identifier(text):
+        errors["correlationId"] = [f"must be {CORRELATION_ID_RULE}"]
+        return None
+    return text
+
+
+def is_valid_identifier(value: object) -> bool:
+    """True for a correlationId (or a message id) within the documented charset and length."""
+    return isinstance(value, str) and _CORRELATION_ID.match(value) is not None and not value.endswith("\n")
+
+
+def is_printable_text(value: str) -> bool:
+    # str.isprintable() is False for every control, format (bidi overrides, zero-width) and
+    # separator character except the plain space: exactly what must not reach a record or a log.
+    return value.isprintable()
 
 
 def is_known_region(region: str) -> bool:

@@ -102,6 +102,8 @@ class ProviderError(Exception):
     code = "UpstreamFailed"
     #: Who failed, as the answer's detail names it ("Azure Communication Services").
     upstream = "the opt-out provider"
+    #: Who failed and where, for log lines only (e.g. "ACS at x.communication.azure.com"); None: `upstream`.
+    where: str | None = None
 
     def __init__(self, *args: object, code: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(*args)

@@ -17,15 +17,22 @@ import base64
 import binascii
 import json
 import logging
+import re
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
+
+from optouts import telemetry
 from optouts.audit.trail import queue_context
 from optouts.config import DEFAULT_REQUESTS_QUEUE, Settings, SettingsError
-from optouts.domain.commands import OptOutCommand, decode_json, parse_command
+from optouts.domain.commands import OptOutCommand, decode_json, is_valid_identifier, parse_command
+from optouts.domain.logtext import log_safe
+from optouts.domain.operations import Operation
 from optouts.domain.problems import Problem
 from optouts.domain.reports import OperationReport
 from optouts.usecases.service import OptOutService
@@ -34,6 +41,8 @@ _logger = logging.getLogger(__name__)
 
 #: Storage queue messages hold 64 KiB; results larger than this go to a blob.
 MAX_RESULT_MESSAGE_BYTES = 60_000
+#: Storage queue messages are at most 64 KiB; a larger body is not decoded twice for its trace.
+MAX_TRACED_MESSAGE_BYTES = 65_536
 
 
 class RetryLater(Exception):
@@ -54,7 +63,13 @@ class QueuedMessage:
 
 
 class ResultPublisher:
-    """Sends result messages as plain JSON text; oversized ones point to a blob instead."""
+    """Sends result messages as plain JSON text; oversized ones point to a blob instead.
+
+    Whatever happens to the result as first written (too large with no container, the blob
+    upload refused, the queue refusing the text), one result message still goes out: the
+    same outcome without the per-number details, and an `error` saying why they are missing.
+    Only a results queue that cannot be reached at all raises (the message is then retried).
+    """
 
     def __init__(self, queue_client: Any, container_client: Any | None) -> None:
         self._queue = queue_client
@@ -64,37 +79,91 @@ class ResultPublisher:
 
     def publish(self, result: dict[str, Any]) -> None:
         self._prepare()
-        text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
-        if len(text.encode("utf-8")) > MAX_RESULT_MESSAGE_BYTES:
+        text = _encode(result)
+        if len(text) > MAX_RESULT_MESSAGE_BYTES:
             text = self._offload(result, text)
-        self._queue.send_message(text)
+        try:
+            self._queue.send_message(text)
+        except HttpResponseError as error:
+            if not (error.status_code and 400 <= error.status_code < 500):
+                raise
+            _logger.error("results queue refused the result of message %s (HTTP %s); sending it without details",
+                          log_safe(result.get("messageId")), error.status_code)
+            self._queue.send_message(_encode(_undeliverable(result, "the results queue refused the full result")))
 
     def _offload(self, result: dict[str, Any], text: str) -> str:
         if self._container is None:
-            raise RuntimeError("result too large for a queue message and no results container is configured")
-        name = f"{result['correlationId']}/{result['messageId']}.json"
-        self._container.upload_blob(name, text.encode("utf-8"), overwrite=True)
+            return _encode(_undeliverable(result, "too large for a queue message and no results container is set"))
+        name = results_blob_name(result.get("messageId"))
+        try:
+            self._container.upload_blob(name, text.encode("ascii"), overwrite=True)
+        except AzureError as error:
+            _logger.error("results blob of message %s not written (%s); sending the result without details",
+                          log_safe(result.get("messageId")), type(error).__name__)
+            return _encode(_undeliverable(result, "too large for a queue message and the results blob could not "
+                                                  "be written"))
         pointer = {key: value for key, value in result.items() if key != "results"}
         pointer["resultsBlob"] = {"container": self._container.container_name, "name": name}
-        return json.dumps(pointer, ensure_ascii=False, separators=(",", ":"))
+        encoded = _encode(pointer)
+        if len(encoded) > MAX_RESULT_MESSAGE_BYTES:  # a rejection's list of errors is the bulk
+            encoded = _encode({**_undeliverable(result, "the full result is in the results blob"),
+                               "resultsBlob": pointer["resultsBlob"]})
+        return encoded
 
     def _prepare(self) -> None:
         """Create the queue and container on first use (Azurite starts empty; in Azure they exist)."""
         if self._prepared:
             return
-        from azure.core.exceptions import ResourceExistsError
-
         with self._lock:
             if self._prepared:
                 return
-            for create in (self._queue.create_queue, getattr(self._container, "create_container", None)):
-                if create is None:
-                    continue
+            try:
+                self._queue.create_queue()
+            except ResourceExistsError:
+                pass
+            if self._container is not None:
                 try:
-                    create()
+                    self._container.create_container()
                 except ResourceExistsError:
                     pass
+                except AzureError as error:  # results still go out, without their blobs
+                    _logger.error("results container unavailable (%s)", type(error).__name__)
             self._prepared = True
+
+
+def results_blob_name(message_id: object) -> str:
+    """`{yyyy-mm-dd}/{messageId}.json`: only ids the gateway or the queue service made. A
+    message id that is not a plain id (the host gives GUIDs) is replaced by a random one."""
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    if not (isinstance(message_id, str) and _MESSAGE_ID.fullmatch(message_id)):
+        message_id = str(uuid.uuid4())
+    return f"{day}/{message_id}.json"
+
+
+def _encode(result: dict[str, Any]) -> str:
+    # ASCII only: every control character and non-ASCII letter is a JSON escape, so the text is
+    # valid in the queue's XML body, its length is its size, and a lone surrogate cannot break it.
+    return json.dumps(result, ensure_ascii=True, separators=(",", ":"))
+
+
+def _undeliverable(result: dict[str, Any], detail: str) -> dict[str, Any]:
+    """The same outcome, without what made it too large to deliver."""
+    kept = {key: value for key, value in result.items() if key not in _BULKY_FIELDS}
+    error = result.get("error")
+    if isinstance(error, dict):
+        kept["error"] = {key: value for key, value in error.items() if key != "errors"}
+        kept["error"]["detailsNotDelivered"] = detail
+    else:
+        kept["error"] = {"code": "ResultsNotDelivered", "message": detail}
+    if len(_encode(kept)) > MAX_RESULT_MESSAGE_BYTES:
+        essential = ("correlationId", "messageId", "status", "completedAt", "traceparent", "error")
+        kept = {key: kept[key] for key in essential if key in kept}
+    return kept
+
+
+_BULKY_FIELDS = frozenset({"results", "resultsBlob"})
+#: Storage queue message ids are GUIDs; anything else never names a blob.
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 class QueuedRequestProcessor:
@@ -116,7 +185,22 @@ class QueuedRequestProcessor:
         self._time_budget = time_budget
 
     def process(self, message: QueuedMessage) -> str:
-        """Carry out one message; returns the terminal state published, or raises `RetryLater`."""
+        """Carry out one message; returns the terminal state published, or raises `RetryLater`.
+
+        Traced as a CONSUMER span, the child of the message's `traceparent` when it has one;
+        the result message carries the span's own `traceparent`, so one trace runs from the
+        enqueuer to whoever reads the result."""
+        with telemetry.queue_message_span(self._requests_queue, message.id, message.dequeue_count,
+                                          _traceparent_of(message.body)):
+            try:
+                outcome = self._process(message)
+            except RetryLater as retry:
+                telemetry.record_queue_outcome(self._requests_queue, "failed" if retry.final else "retried")
+                raise
+            telemetry.record_queue_outcome(self._requests_queue, outcome)
+            return outcome
+
+    def _process(self, message: QueuedMessage) -> str:
         payload: Any = None
         try:
             settings = self._settings()
@@ -124,7 +208,7 @@ class QueuedRequestProcessor:
             command = parse_command(payload, settings)
         except Problem as problem:
             self._publisher.publish(_rejected(message, payload, problem))
-            _logger.warning("queue message %s rejected: %s", message.id, problem.code)
+            _logger.warning("queue message %s rejected: %s", log_safe(message.id), problem.code)
             return "rejected"
         except SettingsError as error:
             return self._retry_or_fail(message, None, "GatewayMisconfigured", str(error))
@@ -156,7 +240,7 @@ class QueuedRequestProcessor:
         final = message.dequeue_count >= self._max_dequeue_count
         if final:
             self._publisher.publish(_failed(message, command, code, detail, report))
-        _logger.warning("queue message %s attempt %d of %d failed (%s)%s", message.id, message.dequeue_count,
+        _logger.warning("queue message %s attempt %d of %d failed (%s)%s", log_safe(message.id), message.dequeue_count,
                         self._max_dequeue_count, code, "; giving up" if final else "; will be redelivered")
         raise RetryLater(f"{code}: {detail}", final=final)
 
@@ -179,12 +263,33 @@ def decode_message(body: bytes, *, max_bytes: int) -> Any:
 
 
 def _header(message: QueuedMessage, correlation_id: str | None, status: str) -> dict[str, Any]:
-    return {
-        "correlationId": correlation_id or message.id,
+    """`correlation_id` is a validated one; without it the message id stands in (when it is a
+    plain id, as the queue service's GUIDs are), else the result has no correlationId."""
+    header: dict[str, Any] = {}
+    fallback = message.id if is_valid_identifier(message.id) else None
+    if correlation_id or fallback:
+        header["correlationId"] = correlation_id or fallback
+    header.update({
         "messageId": message.id,
         "status": status,
         "completedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-    }
+    })
+    traceparent = telemetry.current_traceparent()
+    if traceparent is not None:
+        header["traceparent"] = traceparent
+    return header
+
+
+def _traceparent_of(body: bytes) -> str | None:
+    """The enqueuer's W3C `traceparent` field, read before the message is validated: a
+    message rejected for any reason is still traced where it came from."""
+    if len(body) > MAX_TRACED_MESSAGE_BYTES:
+        return None
+    try:
+        payload = decode_message(body, max_bytes=MAX_TRACED_MESSAGE_BYTES)
+    except Problem:
+        return None
+    return telemetry.valid_traceparent(payload.get("traceparent")) if isinstance(payload, dict) else None
 
 
 def _completed(message: QueuedMessage, command: OptOutCommand, report: OperationReport) -> dict[str, Any]:
@@ -194,17 +299,23 @@ def _completed(message: QueuedMessage, command: OptOutCommand, report: Operation
 
 
 def _rejected(message: QueuedMessage, payload: Any, problem: Problem) -> dict[str, Any]:
+    # A rejected message's fields are unvalidated: only a correlationId that passes the
+    # documented rule is echoed, and an action only when it is one.
     correlation_id = payload.get("correlationId") if isinstance(payload, dict) else None
-    known = correlation_id if isinstance(correlation_id, str) and correlation_id else None
-    result = _header(message, known, "rejected")
+    if isinstance(correlation_id, str):
+        correlation_id = correlation_id.strip()
+    result = _header(message, correlation_id if is_valid_identifier(correlation_id) else None, "rejected")
     action = payload.get("action") if isinstance(payload, dict) else None
-    if isinstance(action, str):
-        result["action"] = action[:16]
+    if isinstance(action, str) and action.strip().lower() in _ACTIONS:
+        result["action"] = action.strip().lower()
     error: dict[str, Any] = {"status": problem.status, "code": problem.code, "message": problem.detail}
     if problem.errors:
         error["errors"] = problem.errors
     result["error"] = error
     return result
+
+
+_ACTIONS = frozenset(operation.value for operation in Operation)
 
 
 def _failed(

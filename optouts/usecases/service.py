@@ -6,9 +6,11 @@ HTTP and queue functions are thin adapters over `OptOutService.execute`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
+from optouts import telemetry
 from optouts.audit.trail import AuditContext, AuditTrail, records_for
 from optouts.domain.commands import OptOutCommand
 from optouts.domain.phone import (
@@ -59,34 +61,44 @@ class OptOutService:
         Raises `Problem` (502/503) when the provider refused the gateway or failed every call;
         the answer's code is the error's own (`AcsThrottled`...), a stable contract.
         """
+        with telemetry.operation_span(command.action.value, mask(command.sender), len(command.phone_numbers)):
+            return self._execute(command, time_budget, audit)
+
+    def _execute(
+        self, command: OptOutCommand, time_budget: float | None, audit: AuditContext | None
+    ) -> OperationReport:
         normalized: list[NormalizationResult] = []
         valid_numbers = _normalize_streaming(command, normalized)
         try:
             upstream = self._provider.run(command.action, command.sender, valid_numbers, time_budget=time_budget)
         except ProviderAuthenticationError as error:
             _logger.error("%s rejected the gateway's credentials for %s: %s",
-                          error.upstream, command.action.value, error)
+                          error.where or error.upstream, command.action.value, error)
             raise Problem(502, error.code, "Upstream authentication failed",
                           f"{error.upstream} rejected the gateway's credentials or does not "
                           "own the sender; an operator must check the configuration") from None
         except ProviderRejectedError as error:
-            _logger.error("%s rejected a %s call as malformed: %s", error.upstream, command.action.value, error)
+            _logger.error("%s rejected a %s call as malformed: %s", error.where or error.upstream,
+                          command.action.value, error)
             raise Problem(502, error.code, "Upstream rejected the request",
                           f"{error.upstream} rejected the gateway's call") from None
         except ProviderCredentialsError as error:
             raise credentials_unavailable(error) from None
         except ProviderTransientError as error:
-            _logger.warning("%s failed every %s call after retries (%s)", error.upstream, command.action.value,
-                            error.code)
+            _logger.warning("%s failed every %s call after retries (%s)", error.where or error.upstream,
+                            command.action.value, error.code)
             raise Problem(503, error.code, "Upstream temporarily unavailable",
                           f"{error.upstream} is throttling or unavailable; retry later",
                           retry_after=error.retry_after or DEFAULT_RETRY_AFTER_SECONDS) from None
 
         report = OperationReport(command.action, command.sender, _merge(command, normalized, upstream))
         self._log(report)
+        telemetry.record_numbers(command.action.value, report.summary)
         trail = self._audit_trail
         if audit is not None and trail is not None and trail.audits(command.action.value):
+            answered = time.monotonic()
             report = replace(report, audit=trail.record(records_for(command, report, audit)))
+            telemetry.record_audit_lag(time.monotonic() - answered)
         return report
 
     def _log(self, report: OperationReport) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devtools.localhost import LocalHost
+from devtools.localhost.http_server import HttpLimits
 from optouts import runtime
 
 from ..conftest import OTHER_SENDER, SENDER
@@ -26,7 +27,8 @@ PROBLEM_FIELDS = frozenset({"type", "title", "status", "detail", "code", "traceI
 
 
 @contextmanager
-def running_gateway(acs_connection_string: str, storage: str, **settings: str) -> Iterator[LocalHost]:
+def running_gateway(acs_connection_string: str, storage: str, *, limits: HttpLimits | None = None,
+                    **settings: str) -> Iterator[LocalHost]:
     values = {
         "AzureWebJobsStorage": storage,
         "ACS_CONNECTION_STRING": acs_connection_string,
@@ -37,7 +39,7 @@ def running_gateway(acs_connection_string: str, storage: str, **settings: str) -
     runtime.reset()
     try:
         with LocalHost(app_dir=".", app_module="function_app", port=0, function_keys={"default": KEY},
-                       settings=values) as host:
+                       settings=values, limits=limits) as host:
             yield host
     finally:
         runtime.reset()

@@ -67,7 +67,7 @@ WRONG_CODES = [*WRONG_KEYS, " " + KEY]
 
 def test_every_product_route_needs_a_function_key(gateway: LocalHost, http: RawClient) -> None:
     routes = product_routes(gateway)
-    assert len(routes) == 6  # remove, add, check, single check, history, health
+    assert len(routes) == 7  # remove, add, check, single check, history, health, readiness
     body = json.dumps({"phoneNumbers": ["+14255550100"]}).encode()
     for method, path in routes:
         payload = body if method == "POST" else None

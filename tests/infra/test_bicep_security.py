@@ -13,6 +13,7 @@ KNOWN_API_VERSIONS = {
     "Microsoft.Web/sites": {"2023-12-01", "2024-04-01"},
     "Microsoft.Web/serverfarms": {"2023-12-01", "2024-04-01"},
     "Microsoft.Web/sites/basicPublishingCredentialsPolicies": {"2023-12-01", "2024-04-01"},
+    "Microsoft.Web/sites/config": {"2024-04-01"},
     "Microsoft.Storage/storageAccounts": {"2023-01-01", "2023-05-01"},
     "Microsoft.Storage/storageAccounts/blobServices": {"2023-01-01", "2023-05-01"},
     "Microsoft.Storage/storageAccounts/blobServices/containers": {"2023-01-01", "2023-05-01"},

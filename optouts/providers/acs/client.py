@@ -15,8 +15,8 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
-from urllib.parse import urlencode
+from typing import Any, TypeVar
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 from azure.core import PipelineClient
@@ -46,6 +46,7 @@ from optouts.providers.acs.errors import (
     CredentialUnavailableError,
     OptOutsError,
 )
+from optouts.providers.acs.observability import UpstreamAttemptPolicy, UpstreamCallPolicy
 from optouts.providers.acs.policies import DEADLINE_OPTION, DeadlineRetryPolicy, HmacSigningPolicy
 from optouts.providers.acs.settings import DEFAULT_API_VERSION
 from optouts.providers.acs.transport import KeepAliveTransport
@@ -64,6 +65,7 @@ UNAVAILABLE_CODE = "AcsUnavailable"
 NO_DETAILS = "no details from ACS"
 
 _logger = logging.getLogger(__name__)
+_E = TypeVar("_E", bound=OptOutsError)
 
 
 class OptOutsClient:
@@ -129,8 +131,10 @@ class OptOutsClient:
             RequestIdPolicy(**kwargs),
             HeadersPolicy(**kwargs),
             UserAgentPolicy(sdk_moniker=SDK_MONIKER, **kwargs),
+            UpstreamCallPolicy(),
             retry_policy,
             auth_policy,
+            UpstreamAttemptPolicy(),
             HttpLoggingPolicy(**kwargs),
         ]
         transport = kwargs.pop("transport", None) or KeepAliveTransport(
@@ -145,7 +149,7 @@ class OptOutsClient:
             self._send_chunk,
             chunk_size=MAX_RECIPIENTS_PER_CALL,
             max_concurrency=max_concurrency,
-            all_failed=_transient_error,
+            all_failed=self._all_failed,
             retry_rounds=recipient_retry_rounds,
             retry_backoff=recipient_retry_backoff,
             thread_name_prefix="optouts-acs",
@@ -202,6 +206,14 @@ class OptOutsClient:
         deadline = time.monotonic() + (self._time_budget if time_budget is None else time_budget)
         return self._fanout.run(operation, sender, recipients, deadline=deadline)
 
+    def _all_failed(self, failures: Sequence[ChunkAnswer]) -> AcsThrottledError | AcsUnavailableError:
+        return self._located(_transient_error(failures))
+
+    def _located(self, error: _E) -> _E:
+        """`error`, naming this client's ACS resource for log lines (never for answers)."""
+        error.where = f"ACS at {urlsplit(self._endpoint).hostname}"
+        return error
+
     # -- one chunk -------------------------------------------------------------------
 
     def _send_chunk(self, operation: Operation, sender: str, chunk: list[str], deadline: float) -> ChunkAnswer:
@@ -236,11 +248,13 @@ class OptOutsClient:
             return ChunkAnswer(results=_parse_recipients(operation, chunk, response.content))
         error_text = _error_text(response.text())
         if status in (401, 403):
-            raise AcsAuthenticationError(f"ACS rejected the gateway's credentials ({status}): {error_text}")
+            raise self._located(
+                AcsAuthenticationError(f"ACS rejected the gateway's credentials ({status}): {error_text}")
+            )
         retry_after = _retry_after_seconds(response.headers)
         if status in TRANSIENT_STATUS_CODES:
             return _whole_call_failure(chunk, status, retry_after, f"ACS answered {status}: {error_text}")
-        raise AcsBadRequestError(f"ACS rejected the call ({status}): {error_text}")
+        raise self._located(AcsBadRequestError(f"ACS rejected the call ({status}): {error_text}"))
 
 
 def _transient_error(failures: Sequence[ChunkAnswer]) -> AcsThrottledError | AcsUnavailableError:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 # Reused rather than repeated: one way to read a text, flag or number setting.
-from optouts.config import SettingsError, _flag, _number, _text
+from optouts.config import SettingsError, _flag, _number, _Reader, _text
 
 DEFAULT_API_VERSION = "2026-01-23"
 DEFAULT_SECRET_CACHE_SECONDS = 300.0
@@ -40,30 +40,51 @@ class AcsSettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> AcsSettings:
-        env = os.environ if environ is None else environ
+        """The settings, or a `SettingsError` for the first problem (`problems` lists them all)."""
+        reader = _Reader(os.environ if environ is None else environ)
+        settings = cls._read(reader)
+        if reader.problems:
+            raise reader.problems[0]
+        return settings
+
+    @classmethod
+    def problems(cls, environ: Mapping[str, str] | None = None) -> list[SettingsError]:
+        """Every problem of the ACS settings, one per setting (startup, readiness)."""
+        reader = _Reader(os.environ if environ is None else environ)
+        cls._read(reader)
+        return reader.problems
+
+    @classmethod
+    def _read(cls, env: _Reader) -> AcsSettings:
         connection_string = _text(env, "ACS_CONNECTION_STRING")
         endpoint = _text(env, "ACS_ENDPOINT")
         key_vault_url = _text(env, "KEY_VAULT_URL")
         secret_name = _text(env, "ACS_CONNECTION_STRING_SECRET_NAME")
 
+        auth_mode = AuthMode.CONNECTION_STRING
         if connection_string is not None:
             if connection_string.startswith(KEY_VAULT_REFERENCE_PREFIX):
-                raise SettingsError(
+                env.problem(
                     "ACS_CONNECTION_STRING",
                     "is an unresolved Key Vault reference; check that the app's identity "
                     "can read the secret and that the reference points to an existing secret",
                 )
-            auth_mode = AuthMode.CONNECTION_STRING
+            elif problem := connection_string_problem(connection_string):
+                env.problem("ACS_CONNECTION_STRING", problem)
         elif key_vault_url is not None or secret_name is not None:
             if key_vault_url is None:
-                raise SettingsError("KEY_VAULT_URL", "is required with ACS_CONNECTION_STRING_SECRET_NAME")
+                env.problem("KEY_VAULT_URL", "is required with ACS_CONNECTION_STRING_SECRET_NAME")
             if secret_name is None:
-                raise SettingsError("ACS_CONNECTION_STRING_SECRET_NAME", "is required with KEY_VAULT_URL")
+                env.problem("ACS_CONNECTION_STRING_SECRET_NAME", "is required with KEY_VAULT_URL")
+            if key_vault_url is not None and not key_vault_url.lower().startswith("https://"):
+                env.problem("KEY_VAULT_URL", "must start with https://")
             auth_mode = AuthMode.KEY_VAULT
         elif endpoint is not None:
             auth_mode = AuthMode.MANAGED_IDENTITY
+            if not endpoint.lower().startswith(("https://", "http://")):
+                env.problem("ACS_ENDPOINT", "must start with https://")
         else:
-            raise SettingsError(
+            env.problem(
                 "ACS_CONNECTION_STRING",
                 "no way to reach ACS is configured: set ACS_CONNECTION_STRING, "
                 "or KEY_VAULT_URL with ACS_CONNECTION_STRING_SECRET_NAME, or ACS_ENDPOINT "
@@ -88,3 +109,19 @@ class AcsSettings:
             "keyVaultUrl": self.key_vault_url,
             "apiVersion": self.api_version,
         }
+
+
+def connection_string_problem(value: str) -> str | None:
+    """The shape `endpoint=https://...;accesskey=...`, checked without decoding the key
+    (the client does that when it is built); the message never quotes the value."""
+    parts = {}
+    for part in value.split(";"):
+        name, separator, text = part.partition("=")
+        if separator:
+            parts[name.strip().lower()] = text.strip()
+    endpoint = parts.get("endpoint", "")
+    if not endpoint or not parts.get("accesskey"):
+        return "must have the form endpoint=https://<resource>.communication.azure.com/;accesskey=<key>"
+    if not endpoint.lower().startswith(("https://", "http://")):
+        return "its endpoint must start with https://"
+    return None

@@ -1,5 +1,6 @@
 """Bulk remove of 10,000 distinct numbers (mixed E.164 and national formats) through the
-HTTP function, at injected latency; run in a child process so its peak RSS is its own.
+HTTP function, at injected latency, and the CPU time it costs per number at zero latency;
+run in a child process so its peak RSS is its own.
 
 `python -m bench.bulk COUNT LATENCY_MS RUNS` prints one JSON object.
 """
@@ -13,6 +14,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from optouts.providers.acs.client import OptOutsClient
+
+from .client_overhead import InProcessGateway, RawPoster, normalize_all
 from .measure import time_call
 from .processes import emulator_process
 
@@ -29,10 +33,6 @@ def e164_numbers(count: int) -> list[str]:
 
 
 def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> dict[str, object]:
-    from optouts.providers.acs import OptOutsClient
-
-    from .client_overhead import InProcessGateway, RawPoster, normalize_all
-
     gateway_samples: list[float] = []
     naive: float
     with emulator_process(latency_ms) as connection_string:
@@ -68,6 +68,7 @@ def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> d
             time_call(lambda: raw_concurrently(connection_string, e164_numbers(count), concurrency)) for _ in range(runs)
         ]
     normalization_samples = [time_call(lambda: normalize_all(numbers)) for _ in range(runs)]
+    cpu_per_number = cpu_seconds_per_number(numbers, runs)
     ideal = math.ceil(math.ceil(count / 100) / concurrency) * latency_ms / 1000
     return {
         "count": count,
@@ -80,15 +81,30 @@ def measure(count: int, latency_ms: float, runs: int, concurrency: int = 8) -> d
         "raw_concurrent_samples": raw_concurrent_samples,
         "naive_one_chunk_at_a_time": naive,
         "naive_raw_http_client": naive_raw,
+        "cpu_us_per_number": cpu_per_number * 1e6,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def cpu_seconds_per_number(numbers: list[str], runs: int) -> float:
+    """The gateway's whole CPU cost per number (parse, normalize, chunk, sign, send, read,
+    answer), at zero latency so that waiting costs nothing; the emulator's CPU is its own
+    process's. The median over `runs`, of this process's CPU time (all its threads)."""
+    samples = []
+    with emulator_process(0.0) as connection_string:
+        gateway = InProcessGateway(connection_string, "RemoveOptOuts")
+        gateway.post(numbers[:100])
+        for _ in range(runs):
+            started = time.process_time()
+            gateway.post(numbers)
+            samples.append((time.process_time() - started) / len(numbers))
+    samples.sort()
+    return samples[len(samples) // 2]
 
 
 def raw_concurrently(connection_string: str, numbers: list[str], concurrency: int) -> None:
     """The floor with this emulator: `concurrency` threads posting chunks of 100 with raw
     `http.client`, nothing else."""
-    from .client_overhead import RawPoster
-
     chunks = [numbers[start : start + 100] for start in range(0, len(numbers), 100)]
     posters = [RawPoster(connection_string) for _ in range(concurrency)]
 

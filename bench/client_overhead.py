@@ -1,31 +1,33 @@
-"""Per-request overhead for 1 and 100 numbers, zero injected latency: the HTTP function
-called in-process as the host calls it, the opt-out client alone, and a raw signed
-`http.client` POST of the same body, all to the ACS emulator (a separate process).
+"""Per-request time for 1 and 100 numbers where users feel it, with the ACS emulator (a
+separate process) 50 ms away: the HTTP function called in-process as the host calls it,
+the opt-out client alone (azure-core's RequestsTransport), and a raw signed `http.client`
+POST of the same body.
 
-The operation is a check: adds and removes also write the audit trail, one more
-round trip (to Table Storage) that is the product's, not overhead. Normalizing the
-same numbers with `phonenumbers` alone is timed alongside, because it is the part of
-the gateway's work that no transport can remove.
+The operation is a check, with the audit trail off: adds and removes also write the audit
+trail, one more round trip (to Table Storage) that is the product's, not overhead.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 from email.utils import formatdate
 from functools import lru_cache
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import azure.functions as func
+
+import function_app
+from devtools.indexing import indexed_functions
+from optouts import runtime
 from optouts.domain.phone import NormalizedNumber, normalize
-from optouts.providers.acs import OptOutsClient, parse_connection_string, signing
-from optouts.providers.acs.credentials import decode_access_key
+from optouts.providers.acs import signing
+from optouts.providers.acs.client import OptOutsClient
+from optouts.providers.acs.credentials import decode_access_key, parse_connection_string
 
 from .measure import Figure, interleaved
 from .processes import emulator_process
-
-if TYPE_CHECKING:
-    import azure.functions as func
 
 SENDER = "+18005550100"
 API_VERSION = "2026-01-23"
@@ -79,74 +81,8 @@ class RawPoster:
         self._connection.close()
 
 
-class TransportAlone:
-    """The same signed POST through the gateway's own transport, with no azure-core pipeline:
-    the leanest exchange on this stack, shown beside the budgets' `http.client` reference."""
-
-    def __init__(self, connection_string: str) -> None:
-        from optouts.providers.acs.transport import KeepAliveTransport
-
-        self._check = SignedCheck(connection_string)
-        self._transport = KeepAliveTransport()
-
-    def post(self, numbers: list[str]) -> dict:
-        from azure.core.rest import HttpRequest
-
-        body, headers = self._check.build(numbers)
-        response = self._transport.send(HttpRequest("POST", self._check.endpoint + CHECK_PATH, headers=headers,
-                                                    content=body))
-        answer = json.loads(response.content)
-        assert response.status_code == 200, answer
-        return answer
-
-    def close(self) -> None:
-        self._transport.close()
-
-
-class BarePipeline:
-    """A plain azure-core pipeline over the gateway's transport, and nothing of the
-    client's own: with the signing policy alone (the least a client built on azure-core
-    does), or with the standard policies the Azure SDK guidelines prescribe as well."""
-
-    def __init__(self, connection_string: str, *, standard_policies: bool) -> None:
-        from azure.core import PipelineClient
-        from azure.core.pipeline.policies import (
-            HeadersPolicy,
-            HttpLoggingPolicy,
-            RequestIdPolicy,
-            RetryPolicy,
-            UserAgentPolicy,
-        )
-
-        from optouts.providers.acs.credentials import StaticAccessKey
-        from optouts.providers.acs.policies import HmacSigningPolicy
-        from optouts.providers.acs.transport import KeepAliveTransport
-
-        self._endpoint, key = parse_connection_string(connection_string)
-        signing = HmacSigningPolicy(StaticAccessKey(key))
-        policies = [
-            RequestIdPolicy(), HeadersPolicy(), UserAgentPolicy(sdk_moniker="bench/0"), RetryPolicy(), signing,
-            HttpLoggingPolicy(),
-        ] if standard_policies else [signing]
-        self._client: PipelineClient = PipelineClient(
-            base_url=self._endpoint, policies=policies, transport=KeepAliveTransport()
-        )
-
-    def post(self, numbers: list[str]) -> dict:
-        from azure.core.rest import HttpRequest
-
-        body = json.dumps({"from": SENDER, "recipients": [{"to": n} for n in numbers]}).encode()
-        request = HttpRequest("POST", self._endpoint + CHECK_PATH,
-                              headers={"Content-Type": "application/json"}, content=body)
-        response = self._client.send_request(request)
-        assert response.status_code == 200, response.text()
-        return json.loads(response.text())
-
-
 def host_request(numbers: list[str]) -> func.HttpRequest:
     """The request the Functions host hands a function for a POST of `numbers`."""
-    import azure.functions as func
-
     return func.HttpRequest("POST", "http://127.0.0.1:7071/api/optouts/any",
                             headers={"content-type": "application/json"}, body=_request_body(tuple(numbers)))
 
@@ -157,32 +93,10 @@ def _request_body(numbers: tuple[str, ...]) -> bytes:
     return json.dumps({"phoneNumbers": list(numbers)}).encode()
 
 
-class ThinnestFunction:
-    """The least any HTTP function forwarding to ACS does: read the JSON body, make one
-    call through the standard azure-core pipeline, answer with JSON. No validation, no
-    per-number results: a floor for the gateway, not an alternative to it."""
-
-    def __init__(self, pipeline: BarePipeline) -> None:
-        self._pipeline = pipeline
-
-    def post(self, numbers: list[str]) -> None:
-        import azure.functions as func
-
-        answer = self._pipeline.post(json.loads(host_request(numbers).get_body())["phoneNumbers"])
-        response = func.HttpResponse(json.dumps(answer, separators=(",", ":")), mimetype="application/json")
-        assert response.status_code == 200
-
-
 class InProcessGateway:
     """An opt-out function called the way the Functions host calls it."""
 
     def __init__(self, connection_string: str, function_name: str = "CheckOptOuts") -> None:
-        import os
-
-        import function_app
-        from devtools.indexing import indexed_functions
-        from optouts import runtime
-
         # The budgets are about the path to ACS; the audit trail's own writes are timed apart.
         os.environ.update({"ACS_CONNECTION_STRING": connection_string, "OPTOUT_DEFAULT_SENDER": SENDER,
                            "OPTOUT_AUDIT_WRITES": "false"})
@@ -199,30 +113,23 @@ def normalize_all(numbers: list[str]) -> None:
         assert isinstance(normalize(number, "US"), NormalizedNumber)
 
 
-def overhead(runs: int) -> dict[str, Figure]:
+def overhead(runs: int, latency_ms: float) -> dict[str, Figure]:
+    """Side by side, with the emulator `latency_ms` away (the order of ACS's real round trip):
+    the HTTP function, the client alone, and the raw signed POST the budget is set against."""
     figures: dict[str, Figure] = {}
-    with emulator_process() as connection_string, OptOutsClient.from_connection_string(connection_string) as client:
+    with emulator_process(latency_ms) as connection_string, \
+            OptOutsClient.from_connection_string(connection_string) as client:
         raw = RawPoster(connection_string)
-        transport_alone = TransportAlone(connection_string)
-        signing_only = BarePipeline(connection_string, standard_policies=False)
-        standard = BarePipeline(connection_string, standard_policies=True)
-        thinnest = ThinnestFunction(standard)
         gateway = InProcessGateway(connection_string)
         try:
             for size in (1, 100):
                 numbers = recipients(size)
                 measured = interleaved(runs, {
                     f"raw http.client, {size} recipients": lambda: raw.post(numbers),
-                    f"the gateway's transport alone, {size} recipients": lambda: transport_alone.post(numbers),
-                    f"azure-core, signing policy only, {size} recipients": lambda: signing_only.post(numbers),
-                    f"azure-core, standard policies and signing, {size} recipients": lambda: standard.post(numbers),
-                    f"thinnest HTTP function on that pipeline, {size} recipients": lambda: thinnest.post(numbers),
                     f"OptOutsClient, {size} recipients": lambda: client.check(SENDER, numbers),
                     f"HTTP function in-process, {size} recipients": lambda: gateway.post(numbers),
-                    f"normalization alone, {size} recipients": lambda: normalize_all(numbers),
                 })
                 figures.update(measured)
         finally:
             raw.close()
-            transport_alone.close()
     return figures

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-import logging
+from urllib.parse import quote, urlencode
 
 import azure.functions as func
 
-from optouts.domain.problems import Problem
+# Light modules only, plus the composition root: the heavy side (the ACS client, phonenumbers,
+# the Storage SDKs) is reached through optouts.runtime, so indexing the app stays quick.
+from optouts import runtime
+from optouts.contract.openapi import BASE_PATH
+from optouts.domain.commands import (
+    OptOutCommand,
+    decode_json,
+    is_known_region,
+    parse_command,
+    resolve_sender,
+)
+from optouts.domain.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from optouts.domain.operations import Operation
+from optouts.domain.problems import Problem, validation_problem
 
-from .openapi_api import FORWARDED_VARY
+from .openapi_api import FORWARDED_VARY, public_origin
 from .responses import guarded, json_response, problem_response, require_json, require_query
 
 blueprint = func.Blueprint()
-_logger = logging.getLogger("optouts.http")
 
 _POST_ONLY_ROUTES = frozenset({"add", "remove", "check"})
 _STATUS_QUERY = frozenset({"sender", "region"})
@@ -20,17 +32,11 @@ _HISTORY_QUERY = frozenset({"sender", "top", "continuationToken"})
 
 
 def _bulk(action: str, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
-    # Imported on first use: the client's dependencies are not needed to index the app (cold start).
-    from optouts.audit.trail import http_context
-    from optouts.domain.commands import decode_json, parse_command
-    from optouts.domain.operations import Operation
-    from optouts.runtime import get_service, get_settings
-
     require_json(req)
-    settings = get_settings()
+    settings = runtime.get_settings()
     payload = decode_json(req.get_body(), max_bytes=settings.max_body_bytes)
     command = parse_command(payload, settings, action=Operation(action))
-    report = get_service().execute(command, audit=http_context(req.headers, trace_id))
+    report = runtime.get_service().execute(command, audit=runtime.http_audit_context(req.headers, trace_id))
     return json_response(report.to_dict(), trace_id=trace_id)
 
 
@@ -65,13 +71,7 @@ def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpRespons
                                         "this route only takes POST with a JSON body"),
                                 trace_id=trace_id, headers={"Allow": "POST"})
     require_query(req, _STATUS_QUERY)
-    from optouts.audit.trail import http_context
-    from optouts.domain.commands import OptOutCommand, is_known_region, resolve_sender
-    from optouts.domain.operations import Operation
-    from optouts.domain.problems import validation_problem
-    from optouts.runtime import get_service, get_settings
-
-    settings = get_settings()
+    settings = runtime.get_settings()
     phone_number = req.route_params.get("phoneNumber", "")
     region = (req.params.get("region") or "").strip().upper() or settings.default_region
     if len(region) != 2 or not region.isalpha() or not is_known_region(region):
@@ -83,7 +83,7 @@ def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpRespons
         sender=resolve_sender((req.params.get("sender") or "").strip() or None, settings),
         region=region,
     )
-    report = get_service().execute(command, audit=http_context(req.headers, trace_id))
+    report = runtime.get_service().execute(command, audit=runtime.http_audit_context(req.headers, trace_id))
     result = report.results[0]
     if result.status == "invalid" and result.error is not None:
         raise validation_problem({"phoneNumber": [result.error.message]}, code=result.error.code)
@@ -102,41 +102,21 @@ def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpRespons
 @guarded
 def get_opt_out_history(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     require_query(req, _HISTORY_QUERY)
-    from azure.core.exceptions import AzureError
-
-    from optouts.audit.trail import InvalidContinuationToken, describe_error
-    from optouts.domain.commands import resolve_sender
-    from optouts.domain.phone import InvalidNumber, normalize
-    from optouts.domain.problems import validation_problem
-    from optouts.runtime import get_audit_trail, get_settings
-
-    settings = get_settings()
+    settings = runtime.get_settings()
     sender = resolve_sender((req.params.get("sender") or "").strip() or None, settings)
-    number = normalize(req.route_params.get("phoneNumber", ""), settings.default_region)
-    if isinstance(number, InvalidNumber):
-        raise validation_problem({"phoneNumber": [number.message]}, code=number.code)
+    raw_number = req.route_params.get("phoneNumber", "")
     top = _page_size(req.params.get("top"))
     # Empty means the first page (as an unset field does in Power Automate); anything else must
     # be a token exactly as nextLink gave it.
     token = req.params.get("continuationToken") or None
-    try:
-        page = get_audit_trail().history(sender, number.e164, top=top, continuation_token=token)
-    except InvalidContinuationToken as error:
-        raise validation_problem({"continuationToken": [str(error)]}) from None
-    except AzureError as error:
-        _logger.error("audit history unavailable: %s", describe_error(error))
-        raise Problem(503, "AuditUnavailable", "Audit trail unavailable",
-                      "the audit trail could not be read; retry later", retry_after=30) from None
+    e164, page = runtime.read_history(sender, raw_number, settings.default_region, top, token)
     body: dict[str, object] = {"value": [record.to_dict() for record in page.records]}
     if page.continuation_token is not None:
-        body["nextLink"] = _next_link(req, number.e164, sender, top, page.continuation_token)
+        body["nextLink"] = _next_link(req, e164, sender, top, page.continuation_token)
     return json_response(body, trace_id=trace_id, headers={"Vary": FORWARDED_VARY})
 
 
 def _page_size(raw: str | None) -> int:
-    from optouts.audit.trail import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-    from optouts.domain.problems import validation_problem
-
     text = (raw or "").strip()
     if not text:
         return DEFAULT_PAGE_SIZE
@@ -148,12 +128,6 @@ def _page_size(raw: str | None) -> int:
 def _next_link(req: func.HttpRequest, phone_number: str, sender: str, top: int, token: str) -> str:
     """Absolute, as Power Automate's x-ms-pageable expects. The function key is left out on
     purpose: it is a secret, and the connector sends it as a header on every page."""
-    from urllib.parse import quote, urlencode
-
-    from optouts.contract.openapi import BASE_PATH
-
-    from .openapi_api import public_origin
-
     scheme, host = public_origin(req.url, req.headers)
     query = urlencode({"sender": sender, "top": top, "continuationToken": token})
     return f"{scheme}://{host}{BASE_PATH}/optouts/{quote(phone_number, safe='')}/history?{query}"
@@ -164,10 +138,8 @@ def _next_link(req: func.HttpRequest, phone_number: str, sender: str, top: int, 
 @guarded
 def health(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     """Liveness: the process answers. Whether it can serve requests is /api/health/ready."""
-    from optouts.runtime import describe_configuration
-
     require_query(req)
-    return json_response({"status": "ok", "configuration": describe_configuration()}, trace_id=trace_id)
+    return json_response({"status": "ok", "configuration": runtime.describe_configuration()}, trace_id=trace_id)
 
 
 @blueprint.function_name("Readiness")
@@ -176,10 +148,8 @@ def health(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
 def readiness(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     """200 when settings, credentials, ACS and Storage all check out (cached 30 s);
     503 problem details naming each dependency that failed, with every check's status."""
-    from optouts.runtime import get_readiness
-
     require_query(req)
-    result = get_readiness().check()
+    result = runtime.get_readiness().check()
     if result.ready:
         return json_response(result.to_dict(), trace_id=trace_id)
     problem = Problem(503, "NotReady", "Not ready", f"failed: {', '.join(result.failed)}", retry_after=30)

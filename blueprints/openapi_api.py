@@ -8,6 +8,10 @@ from collections.abc import Mapping
 
 import azure.functions as func
 
+from optouts.contract.openapi import build_document
+from optouts.forwarding import public_origin as forwarded_origin
+from optouts.forwarding import trusted_forwarders
+
 blueprint = func.Blueprint()
 
 #: Answers built from forwarded headers (the contract, nextLink) vary with them.
@@ -16,18 +20,12 @@ FORWARDED_VARY = "X-Forwarded-Host, X-Forwarded-Proto"
 
 def public_origin(url: str, headers: Mapping[str, str]) -> tuple[str, str]:
     """(scheme, host) the caller used; forwarded headers only from OPTOUT_TRUSTED_FORWARDERS."""
-    from optouts.forwarding import public_origin as origin
-    from optouts.forwarding import trusted_forwarders
-
-    return origin(url, headers, trusted_forwarders())
+    return forwarded_origin(url, headers, trusted_forwarders())
 
 
 @blueprint.function_name("OpenApiDocument")
 @blueprint.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
-    # Imported here, not at module level: indexing the app (cold start) does not need it.
-    from optouts.contract.openapi import build_document
-
     scheme, host = public_origin(req.url, req.headers)
     document = build_document(host, schemes=(scheme,))
     return func.HttpResponse(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import azure.functions as func
 
+from optouts import runtime
 from optouts.config import requests_queue_name
 
 blueprint = func.Blueprint()
@@ -44,17 +45,12 @@ def _host_json_max_dequeue_count() -> int:
     connection="AzureWebJobsStorage",
 )
 def process_opt_out_request(msg: func.QueueMessage) -> None:
-    from optouts.runtime import get_queue_processor
-    from optouts.usecases.queued_requests import QueuedMessage, RetryLater
-
-    processor = get_queue_processor(max_dequeue_count())
-    try:
-        processor.process(QueuedMessage(id=msg.id or "", body=msg.get_body(), dequeue_count=msg.dequeue_count or 1))
-    except RetryLater as retry:
+    reason = runtime.process_queue_message(msg.id or "", msg.get_body(), msg.dequeue_count or 1, max_dequeue_count())
+    if reason is not None:
         # Raising is how a queue function asks the host for a redelivery: an expected outcome,
-        # already logged in one line by the processor. Raised afresh here so that the stack
-        # the host logs with it is this one frame, not the processor's internals.
-        raise Redelivery(str(retry)) from None
+        # already logged in one line by the processor. Raised here so that the stack the host
+        # logs with it is this one frame, not the processor's internals.
+        raise Redelivery(reason)
 
 
 class Redelivery(Exception):

@@ -18,10 +18,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from optouts.config import QueueSettings, Settings, SettingsError, all_problems
+from optouts.domain.problems import Problem, validation_problem
 from optouts.providers.acs.settings import AcsSettings, AuthMode
 
 if TYPE_CHECKING:
-    from optouts.audit.trail import AuditTrail
+    from optouts.audit.trail import AuditContext, AuditTrail, HistoryPage
     from optouts.providers.acs.client import OptOutsClient
     from optouts.providers.base import Provider
     from optouts.readiness import ReadinessProbe
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from optouts.usecases.service import OptOutService
 
 _logger = logging.getLogger("optouts.startup")
+_http_logger = logging.getLogger("optouts.http")
 _lock = threading.Lock()
 _settings: Settings | None = None
 _acs_settings: AcsSettings | None = None
@@ -229,6 +231,49 @@ def get_readiness() -> ReadinessProbe:
     return _readiness
 
 
+def process_queue_message(message_id: str, body: bytes, dequeue_count: int, max_dequeue_count: int) -> str | None:
+    """Carry out one queued request (see `QueuedRequestProcessor.process`): None once its
+    terminal state is published, else why the host should deliver it again."""
+    from optouts.usecases.queued_requests import QueuedMessage, RetryLater
+
+    message = QueuedMessage(id=message_id, body=body, dequeue_count=dequeue_count)
+    try:
+        get_queue_processor(max_dequeue_count).process(message)
+    except RetryLater as retry:
+        return str(retry)
+    return None
+
+
+def http_audit_context(headers: Mapping[str, str], trace_id: str) -> AuditContext:
+    """Who is asking, for the audit trail, from an HTTP request's headers."""
+    from optouts.audit.trail import http_context
+
+    return http_context(headers, trace_id)
+
+
+def read_history(sender: str, raw_number: str, region: str, top: int,
+                 continuation_token: str | None) -> tuple[str, HistoryPage]:
+    """(the number in E.164, one page of its audit records); a Problem for a number that is
+    not one, a token this API did not issue, or an audit table that cannot be read."""
+    from azure.core.exceptions import AzureError
+
+    from optouts.audit.trail import InvalidContinuationToken, describe_error
+    from optouts.domain.phone import InvalidNumber, normalize
+
+    number = normalize(raw_number, region)
+    if isinstance(number, InvalidNumber):
+        raise validation_problem({"phoneNumber": [number.message]}, code=number.code)
+    try:
+        page = get_audit_trail().history(sender, number.e164, top=top, continuation_token=continuation_token)
+    except InvalidContinuationToken as error:
+        raise validation_problem({"continuationToken": [str(error)]}) from None
+    except AzureError as error:
+        _http_logger.error("audit history unavailable: %s", describe_error(error))
+        raise Problem(503, "AuditUnavailable", "Audit trail unavailable",
+                      "the audit trail could not be read; retry later", retry_after=30) from None
+    return number.e164, page
+
+
 def build_provider(settings: Settings, acs: AcsSettings) -> Provider:
     """The provider the use cases talk to: a router over every configured provider, each
     sender to its own (today every sender is ACS's; issue 23 adds AWS senders)."""
@@ -240,17 +285,19 @@ def build_provider(settings: Settings, acs: AcsSettings) -> Provider:
 def build_acs_client(settings: Settings, acs: AcsSettings) -> OptOutsClient:
     from optouts.providers.acs.client import OptOutsClient
     from optouts.providers.acs.credentials import InvalidConnectionStringError
+    from optouts.providers.acs.errors import InsecureEndpointError
 
     options: dict[str, Any] = {
         "api_version": acs.api_version,
         "max_concurrency": settings.max_concurrency,
         "time_budget": settings.time_budget_seconds,
+        "allow_insecure_http": acs.allow_insecure_http,
     }
     if acs.auth_mode is AuthMode.CONNECTION_STRING:
         assert acs.connection_string is not None
         try:
             return OptOutsClient.from_connection_string(acs.connection_string, **options)
-        except InvalidConnectionStringError as error:
+        except (InvalidConnectionStringError, InsecureEndpointError) as error:
             raise SettingsError("ACS_CONNECTION_STRING", str(error)) from None
     if acs.auth_mode is AuthMode.MANAGED_IDENTITY:
         from optouts.azure.identity import gateway_credential
@@ -258,15 +305,21 @@ def build_acs_client(settings: Settings, acs: AcsSettings) -> OptOutsClient:
         assert acs.endpoint is not None
         if not acs.endpoint.lower().startswith(("https://", "http://")):
             raise SettingsError("ACS_ENDPOINT", "must start with https://")
-        return OptOutsClient(
-            acs.endpoint,
-            gateway_credential(),
-            allow_insecure_bearer=acs.allow_insecure_bearer,
-            **options,
-        )
+        try:
+            return OptOutsClient(
+                acs.endpoint,
+                gateway_credential(),
+                allow_insecure_bearer=acs.allow_insecure_bearer,
+                **options,
+            )
+        except InsecureEndpointError as error:
+            raise SettingsError("ACS_ENDPOINT", str(error)) from None
     from optouts.providers.acs.keyvault import build_key_vault_client
 
-    return build_key_vault_client(acs, **options)
+    try:
+        return build_key_vault_client(acs, **options)
+    except InsecureEndpointError as error:
+        raise SettingsError("ACS_CONNECTION_STRING_SECRET_NAME", f"the secret's {error}") from None
 
 
 def reset() -> None:

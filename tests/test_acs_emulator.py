@@ -60,11 +60,12 @@ def post(
     authorization: str | None = None,
     drop_header: str | None = None,
     connection: http.client.HTTPConnection | None = None,
+    extra_headers: dict[str, str] | None = None,
     **signing_options: Any,
 ) -> Answer:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     path = f"/sms/optouts:{operation}" + (f"?api-version={api_version}" if api_version else "")
-    headers = signed_headers(emulator, path, body, **signing_options)
+    headers = {**signed_headers(emulator, path, body, **signing_options), **(extra_headers or {})}
     if authorization is not None:
         headers["Authorization"] = authorization
     if drop_header is not None:
@@ -220,7 +221,7 @@ def test_unknown_sender_is_401_only_when_senders_are_configured(acs: AcsEmulator
 # -- routing, api-version, body validation, framing ---------------------------------------------
 
 
-@pytest.mark.parametrize(("version", "code"), [(None, "ApiVersionUnspecified"), ("2020-01-01", "InvalidApiVersion")])
+@pytest.mark.parametrize(("version", "code"), [(None, "ApiVersionUnspecified"), ("2020-01-01", "UnsupportedApiVersion")])
 def test_api_version_errors(acs: AcsEmulator, version: str | None, code: str) -> None:
     status, _, body = post(acs, "add", recipients(NUMBER), api_version=version)
     assert (status, body["error"]["code"]) == (400, code)
@@ -322,7 +323,7 @@ def test_per_recipient_errors_do_not_change_state(acs: AcsEmulator) -> None:
     acs.seed_opt_outs(SENDER, [OTHER_NUMBER])
     acs.faults = FaultConfig(recipient_error_rate=1.0)
     answer = post(acs, "add", recipients(NUMBER, "123"))
-    assert answer[2]["value"][0] == {"to": NUMBER, "httpStatusCode": 500, "errorMessage": "Internal server error"}
+    assert answer[2]["value"][0] == {"to": NUMBER, "httpStatusCode": 500, "errorMessage": "Internal Server Error"}
     assert statuses(answer) == [500, 400]  # a malformed number is still a 400
     assert statuses(post(acs, "remove", recipients(OTHER_NUMBER))) == [500]
     assert acs.opted_out(SENDER) == {OTHER_NUMBER}

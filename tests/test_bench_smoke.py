@@ -21,13 +21,14 @@ def restored_environment():  # type: ignore[no-untyped-def]
 def test_benchmarks_run_and_render(restored_environment: None) -> None:
     results = run(smoke=True)
     report = render(results)
-    for section in ("## 1. Overhead", "## 2. Bulk remove", "## 3. Cold start", "## 4. Queue throughput", "## 5. Memory"):
+    for section in ("## 1. One request", "## 2. Bulk remove", "## 3. Cold start", "## 4. Queue throughput",
+                    "## 5. Memory and CPU"):
         assert section in report
-    # The floors each budgeted figure is read against are measured in the same run.
-    assert "azure-core, signing policy only, 1 recipients" in report
-    assert "azure-core, standard policies and signing, 100 recipients" in report
-    assert "thinnest HTTP function on that pipeline, 1 recipients" in report
+    # The references each budgeted figure is read against are measured in the same run.
+    assert "raw http.client, 100 recipients" in report
     assert "Raw http.client on 8 threads" in report
+    assert "official JS SDK" in report and results["js_sdk_seconds"] > 0
+    assert results["bulk"]["cpu_us_per_number"] > 0 and results["bulk"]["peak_rss_mb"] > 0
     assert results["queue"]["completed"] == results["queue"]["messages"]
     assert results["queue"]["audited_completed"] == results["queue"]["messages"]
     assert '"overhead"' in to_json(results)

@@ -1,577 +1,276 @@
-"""KeepAliveTransport against real local servers: connection reuse, a server that drops
-kept-alive connections, refused and hanging servers, TLS, and (through a raw-socket server
-that writes scripted bytes) how answers are framed and parsed and how requests are written."""
+"""The ACS client over azure-core's standard RequestsTransport, against real local servers:
+connection reuse, an upstream that sends stray bytes after its answer, an answer with far
+too many header lines, TLS, HTTPS_PROXY/NO_PROXY through a local CONNECT proxy, timeouts,
+and refused connections."""
 
 from __future__ import annotations
 
-import json
+import select
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
-from azure.core.exceptions import (
-    ServiceRequestError,
-    ServiceResponseError,
-    ServiceResponseTimeoutError,
-)
-from azure.core.rest import HttpRequest, HttpResponse
+from azure.core.pipeline.transport import RequestsTransport
 
-from devtools.azure_standins._server import JsonHandler, LocalServer
-from optouts.providers.acs import OptOutsClient
-from optouts.providers.acs import transport as transport_module
-from optouts.providers.acs.transport import KeepAliveTransport
+from devtools.acs_emulator import AcsEmulator
+from optouts.providers.acs import AcsUnavailableError, OptOutsClient
 
-from .conftest import SENDER
+from .conftest import SENDER, fast_client
+from .upstream import IO_TIMEOUT, ScriptedUpstream, Seen, answer, echo_value
+
+NUMBER = "+14255550100"
+OTHER = "+14255550101"
 
 
-@dataclass
-class Behaviour:
-    """How the test server answers, and what it saw."""
-
-    mode: str = "keep-alive"  # keep-alive | drop-after-answer | slam | slow | close-header
-    delay: float = 0.0
-    client_ports: list[int] = field(default_factory=list)
-    bodies: list[bytes] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+def quick(connection_string: str, **options: object) -> OptOutsClient:
+    """Few, fast retries and short timeouts: a broken answer fails the test, never hangs it."""
+    settings: dict[str, object] = {"retry_total": 1, "connection_timeout": 2.0, "read_timeout": 2.0,
+                                   "recipient_retry_rounds": 0, "time_budget": 10.0}
+    settings.update(options)
+    return fast_client(connection_string, **settings)
 
 
-class _Handler(JsonHandler):
-    def handle(self) -> None:
-        if self.server.owner.mode == "slam":  # type: ignore[attr-defined]
-            return  # the connection closes without a word
-        super().handle()
-
-    def do_POST(self) -> None:
-        behaviour: Behaviour = self.server.owner  # type: ignore[attr-defined]
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        with behaviour.lock:
-            behaviour.client_ports.append(self.client_address[1])
-            behaviour.bodies.append(body)
-        if behaviour.delay:
-            time.sleep(behaviour.delay)
-        payload = json.dumps({"echo": body.decode("utf-8"), "path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        if behaviour.mode == "close-header":
-            self.send_header("Connection", "close")
-        self.end_headers()
-        try:
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client stopped waiting (the read-timeout test)
-            return
-        # Dropping the connection without saying so is what an idle-timeout on the far side looks like.
-        self.close_connection = behaviour.mode in ("close-header", "drop-after-answer")
+def transport_of(client: OptOutsClient) -> RequestsTransport:
+    return client._pipeline._transport  # type: ignore[attr-defined,no-any-return]
 
 
-@pytest.fixture
-def behaviour() -> Behaviour:
-    return Behaviour()
+def test_the_client_sends_through_requests_with_a_pool_sized_to_its_concurrency(emulator: AcsEmulator) -> None:
+    with OptOutsClient.from_connection_string(emulator.connection_string, max_concurrency=3) as client:
+        transport = transport_of(client)
+        assert type(transport) is RequestsTransport
+        results = client.remove(SENDER, [NUMBER] * 2 + [OTHER])
+        adapter = transport.session.get_adapter(emulator.endpoint)  # type: ignore[union-attr]
+        assert adapter._pool_maxsize == 12  # type: ignore[attr-defined] # 4 x max_concurrency
+        assert transport.session.trust_env  # type: ignore[union-attr] # proxies and CA bundles from the environment
+    assert [r.to for r in results] == [NUMBER, NUMBER, OTHER]
 
 
-@pytest.fixture
-def server(behaviour: Behaviour) -> Iterator[LocalServer]:
-    running = LocalServer(_Handler, owner=behaviour, tls=False)
-    yield running
-    running.close()
-
-
-def post(transport: KeepAliveTransport, url: str, body: str = '{"n":1}', **options: object):
-    request = HttpRequest("POST", f"{url}/sms/optouts:check?api-version=x", content=body.encode(),
-                          headers={"Content-Type": "application/json"})
-    return transport.send(request, **options)
-
-
-def test_answers_are_read_whole_and_connections_are_reused(server: LocalServer, behaviour: Behaviour) -> None:
-    with KeepAliveTransport() as transport:
-        answers = [post(transport, server.base_url, body=f'{{"n":{n}}}') for n in range(5)]
-    assert [a.status_code for a in answers] == [200] * 5
-    assert [a.json()["echo"] for a in answers] == [f'{{"n":{n}}}' for n in range(5)]
-    assert answers[0].json()["path"] == "/sms/optouts:check?api-version=x"
-    assert answers[0].headers["content-type"] == "application/json"
-    assert len(set(behaviour.client_ports)) == 1
-
-
-def test_each_request_goes_out_in_one_write(
-    server: LocalServer, behaviour: Behaviour, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    writes: list[bytes] = []
-    real_sendall = socket.socket.sendall
-    server_port = int(server.base_url.rsplit(":", 1)[1])
-
-    def recording_sendall(sock: socket.socket, data: bytes, *args: int) -> None:
-        if sock.getpeername()[1] == server_port:  # the server's own answers are written in-process too
-            writes.append(bytes(data))
-        real_sendall(sock, data, *args)
-
-    with KeepAliveTransport() as transport:
-        post(transport, server.base_url)  # connects outside the recording
-        monkeypatch.setattr(socket.socket, "sendall", recording_sendall)
-        answer = post(transport, server.base_url, body='{"n":2}')
-    assert answer.json()["echo"] == '{"n":2}'
-    assert len(writes) == 1
-    assert writes[0].startswith(b"POST /sms/optouts:check?api-version=x HTTP/1.1\r\n")
-    assert writes[0].endswith(b'\r\n\r\n{"n":2}')
-
-
-def test_connection_close_answers_are_not_pooled(server: LocalServer, behaviour: Behaviour) -> None:
-    behaviour.mode = "close-header"
-    with KeepAliveTransport() as transport:
+def test_kept_alive_connections_are_reused() -> None:
+    with ScriptedUpstream(lambda seen: (answer(200, echo_value(seen)), False)) as upstream, \
+            quick(upstream.connection_string()) as client:
         for _ in range(3):
-            assert post(transport, server.base_url).status_code == 200
-    assert len(set(behaviour.client_ports)) == 3
+            assert client.add(SENDER, [NUMBER])[0].succeeded
+        assert [seen.connection for seen in upstream.requests] == [0, 0, 0]
 
 
-def test_a_dropped_idle_connection_is_replaced_once(server: LocalServer, behaviour: Behaviour) -> None:
-    behaviour.mode = "drop-after-answer"
-    with KeepAliveTransport() as transport:
-        first = post(transport, server.base_url, body='{"n":1}')
-        time.sleep(0.05)  # lets the server's close reach the pooled socket
-        second = post(transport, server.base_url, body='{"n":2}')
-    assert (first.status_code, second.status_code) == (200, 200)
-    assert second.json()["echo"] == '{"n":2}'
-    assert behaviour.bodies == [b'{"n":1}', b'{"n":2}']
-    assert len(set(behaviour.client_ports)) == 2
+@pytest.mark.parametrize("arrival", ["with the answer", "after the answer"])
+def test_stray_bytes_after_an_answer_are_never_read_as_the_next_answer(arrival: str) -> None:
+    """The upstream follows its answer to the first check with a second, forged answer saying
+    the number is opted out, in the same write or a moment later. Every later check must get
+    its own answer (not opted out)."""
+    forged = answer(200, {"value": [{"to": NUMBER, "httpStatusCode": 200, "isOptedOut": True}]})
+
+    def script(seen: Seen) -> tuple[bytes | list[bytes], bool]:
+        real = answer(200, echo_value(seen, isOptedOut=False))
+        if len(upstream.requests) > 1:
+            return real, False
+        return (real + forged if arrival == "with the answer" else [real, forged]), False
+
+    with ScriptedUpstream(script) as upstream, quick(upstream.connection_string()) as client:
+        first = client.check(SENDER, [NUMBER])[0]
+        time.sleep(0.2)  # the forged bytes have arrived before the next call
+        second = client.check(SENDER, [NUMBER])[0]
+        third = client.check(SENDER, [NUMBER])[0]
+    assert (first.is_opted_out, second.is_opted_out, third.is_opted_out) == (False, False, False)
+    assert len(upstream.requests) == 3
+    if arrival == "after the answer":
+        # Bytes waiting on an idle connection mean it is out of step: urllib3 discards it.
+        assert upstream.requests[1].connection != upstream.requests[0].connection
 
 
-def test_a_fresh_connection_that_fails_is_not_retried_here(server: LocalServer, behaviour: Behaviour) -> None:
-    behaviour.mode = "slam"
-    with KeepAliveTransport() as transport, pytest.raises(ServiceResponseError):
-        post(transport, server.base_url)
+def test_an_answer_with_a_huge_number_of_header_lines_is_refused_not_buffered() -> None:
+    """100,000 header lines: http.client stops after 100, so the call fails as a bad answer
+    instead of costing memory per line; the client answers a definite failure."""
+    flood = "".join(f"X-Flood-{n}: {'y' * 10}\r\n" for n in range(100_000)).encode()
+
+    def script(seen: Seen) -> tuple[bytes, bool]:
+        return b"HTTP/1.1 200 OK\r\n" + flood + b"Content-Length: 2\r\n\r\n{}", True
+
+    with ScriptedUpstream(script) as upstream, quick(upstream.connection_string()) as client:
+        with pytest.raises(AcsUnavailableError):
+            client.add(SENDER, [NUMBER])
+    assert len(upstream.requests) == 2  # the first attempt and its one retry, nothing more
 
 
-def test_a_refused_connection_is_a_request_error() -> None:
-    with socket.socket() as placeholder:
-        placeholder.bind(("127.0.0.1", 0))
-        port = placeholder.getsockname()[1]
-    with KeepAliveTransport(connection_timeout=2) as transport, pytest.raises(ServiceRequestError):
-        post(transport, f"http://127.0.0.1:{port}")
+def test_an_answer_declared_over_the_bound_is_not_read() -> None:
+    """A Content-Length of almost 1 GB is refused from the header alone: the client neither waits
+    for nor holds the body; the numbers get a definite (transient) failure."""
+    def script(seen: Seen) -> tuple[bytes, bool]:
+        return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n{", False
+
+    with ScriptedUpstream(script) as upstream, quick(upstream.connection_string(), read_timeout=IO_TIMEOUT) as client:
+        started = time.monotonic()
+        result = client.add(SENDER, [NUMBER])[0]
+        elapsed = time.monotonic() - started
+    assert (result.succeeded, result.status_code) == (False, 502)
+    assert elapsed < IO_TIMEOUT  # did not wait for the body
 
 
-def test_read_timeout_is_a_response_timeout(server: LocalServer, behaviour: Behaviour) -> None:
-    behaviour.delay = 1.0
-    started = time.monotonic()
-    with KeepAliveTransport() as transport, pytest.raises(ServiceResponseTimeoutError):
-        post(transport, server.base_url, read_timeout=0.2)
-    assert time.monotonic() - started < 1.0
+def test_a_streamed_answer_over_the_bound_is_cut_off() -> None:
+    """A chunked answer of 8 MB: the client stops reading after 1 MiB and drops the connection."""
+    piece = b"x" * 65536
+    body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(128)) + b"0\r\n\r\n"
+
+    def script(seen: Seen) -> tuple[bytes, bool]:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        return head + body, False
+
+    with ScriptedUpstream(script) as upstream, quick(upstream.connection_string()) as client:
+        first = client.add(SENDER, [NUMBER])[0]
+        second = client.add(SENDER, [NUMBER])[0]
+    assert (first.status_code, second.status_code) == (502, 502)
+    assert [seen.connection for seen in upstream.requests] == [0, 1]  # the cut-off connection was not reused
 
 
-def test_unsupported_scheme_is_refused() -> None:
-    with KeepAliveTransport() as transport, pytest.raises(ServiceRequestError):
-        post(transport, "ftp://127.0.0.1:1")
+def test_a_hanging_upstream_is_bounded_by_the_read_timeout() -> None:
+    release = threading.Event()
+
+    def script(seen: Seen) -> tuple[bytes, bool]:
+        release.wait(IO_TIMEOUT)  # answers nothing while the client waits
+        return b"", True
+
+    with ScriptedUpstream(script) as upstream, quick(upstream.connection_string(), read_timeout=0.3) as client:
+        started = time.monotonic()
+        with pytest.raises(AcsUnavailableError):
+            client.add(SENDER, [NUMBER])
+        elapsed = time.monotonic() - started
+        release.set()
+    assert len(upstream.requests) == 2
+    assert elapsed < IO_TIMEOUT  # bounded by two read timeouts, not by the upstream
 
 
-def test_tls_is_verified(behaviour: Behaviour) -> None:
-    running = LocalServer(_Handler, owner=behaviour, tls=True)
-    try:
-        assert running.certificate is not None
-        trusting = ssl.create_default_context(cafile=running.certificate.ca_bundle)
-        with KeepAliveTransport(ssl_context=trusting) as transport:
-            assert post(transport, running.base_url).status_code == 200
-        with KeepAliveTransport() as transport, pytest.raises(ServiceRequestError):
-            post(transport, running.base_url)  # a self-signed certificate the system does not trust
-    finally:
-        running.close()
-    assert len(behaviour.bodies) == 1
+def test_the_time_budget_bounds_a_hanging_upstream_whatever_the_read_timeout() -> None:
+    release = threading.Event()
+
+    def script(seen: Seen) -> tuple[bytes, bool]:
+        release.wait(IO_TIMEOUT)
+        return b"", True
+
+    with ScriptedUpstream(script) as upstream, \
+            quick(upstream.connection_string(), read_timeout=30.0, time_budget=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(AcsUnavailableError):
+            client.add(SENDER, [NUMBER])
+        elapsed = time.monotonic() - started
+        release.set()
+    assert elapsed < IO_TIMEOUT
 
 
-def test_the_client_sends_through_it_by_default(emulator) -> None:
-    with OptOutsClient.from_connection_string(emulator.connection_string) as client:
-        assert isinstance(client._pipeline_client._pipeline._transport, KeepAliveTransport)
-        results = client.remove(SENDER, ["+14255550100"] * 2 + ["+14255550101"])
-    assert [r.to for r in results] == ["+14255550100", "+14255550100", "+14255550101"]
+def test_a_refused_connection_is_a_definite_failure() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with quick(f"endpoint=http://127.0.0.1:{port}/;accesskey=ZHVtbXk=") as client, \
+            pytest.raises(AcsUnavailableError):
+        client.add(SENDER, [NUMBER])
 
 
-# -- a raw-socket server: scripted answer bytes, the request bytes exactly as they arrived --
-
-_RAW_TIMEOUT = 2.0  # every blocking call of the raw server gives up after this
-
-
-@dataclass
-class Reply:
-    """One scripted answer: `pieces` written one `sendall` each, `pause` seconds apart, then
-    `then`: "keep" (wait for the next request), "half-close" (end the answer by shutting the
-    write side, still recording anything the client sends) or "close"."""
-
-    pieces: list[bytes]
-    pause: float = 0.0
-    then: str = "keep"
+def test_a_connection_dropped_while_idle_is_replaced() -> None:
+    """The upstream closes each connection after answering, without saying so."""
+    with ScriptedUpstream(lambda seen: (answer(200, echo_value(seen)), True)) as upstream, \
+            quick(upstream.connection_string(), retry_total=0) as client:
+        for _ in range(3):
+            assert client.add(SENDER, [NUMBER])[0].succeeded
+            time.sleep(0.05)
+    assert [seen.connection for seen in upstream.requests] == [0, 1, 2]
 
 
-@dataclass
-class Seen:
-    """One request as the raw server read it."""
-
-    connection: int
-    client_port: int
-    raw: bytes
+@pytest.fixture
+def tls_emulator() -> Iterator[AcsEmulator]:
+    with AcsEmulator(owned_senders={SENDER}, tls=True) as running:
+        yield running
 
 
-class RawServer:
-    """Accepts connections on 127.0.0.1 one at a time; reads each request's head and body
-    (by its Content-Length) and answers with the next scripted `Reply`."""
+def test_tls_is_verified_against_the_trusted_bundle(tls_emulator: AcsEmulator,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    assert tls_emulator.certificate is not None and tls_emulator.endpoint.startswith("https://")
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    with quick(tls_emulator.connection_string) as client, pytest.raises(AcsUnavailableError):
+        client.add(SENDER, [NUMBER])  # a self-signed certificate nobody said to trust
+    assert tls_emulator.opted_out(SENDER) == set()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tls_emulator.certificate.ca_bundle)
+    with quick(tls_emulator.connection_string) as client:
+        assert client.add(SENDER, [NUMBER])[0].succeeded
+    assert tls_emulator.opted_out(SENDER) == {NUMBER}
+
+
+class ConnectProxy:
+    """A forward proxy on 127.0.0.1 that tunnels CONNECT requests and records their targets."""
 
     def __init__(self) -> None:
-        self.replies: list[Reply] = []
-        self.requests: list[Seen] = []
-        self.received: list[bytearray] = []  # every byte each connection carried, request or not
-        self._ended = threading.Semaphore(0)  # released once per connection that has ended
+        self.targets: list[str] = []
         self._stop = threading.Event()
-        self._open: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.05)
-        self.port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._serve, name=f"raw-{self.port}", daemon=True)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
-
-    def wait_for_ended_connections(self, count: int) -> None:
-        """Block until `count` connections have ended (the client closed or the script did)."""
-        for _ in range(count):
-            assert self._ended.acquire(timeout=_RAW_TIMEOUT * 2), "the raw server saw too few connections end"
 
     def close(self) -> None:
         self._stop.set()
-        for sock in list(self._open):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes a recv that is waiting on it
-            except OSError:
-                pass
-        self._thread.join(_RAW_TIMEOUT * 3)
+        self._thread.join(IO_TIMEOUT)
         self._listener.close()
-        assert not self._thread.is_alive(), "the raw server did not stop"
 
-    def _serve(self) -> None:
+    def _accept(self) -> None:
         while not self._stop.is_set():
             try:
-                sock, (_, client_port) = self._listener.accept()
+                client, _ = self._listener.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                return
-            self._open.append(sock)
-            try:
-                self._converse(sock, client_port)
-            except OSError:
-                pass  # the client went away; what it sent is already recorded
-            finally:
-                self._open.remove(sock)
-                sock.close()
-                self._ended.release()
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
 
-    def _converse(self, sock: socket.socket, client_port: int) -> None:
-        sock.settimeout(_RAW_TIMEOUT)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each piece its own segment
-        index = len(self.received)
-        received = bytearray()
-        self.received.append(received)
-        pending = b""
-        while not self._stop.is_set():
-            while b"\r\n\r\n" not in pending:
-                data = sock.recv(65536)
+    def _tunnel(self, client: socket.socket) -> None:
+        client.settimeout(IO_TIMEOUT)
+        with client:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = client.recv(4096)
                 if not data:
                     return
-                received += data
-                pending += data
-            head, _, pending = pending.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-                    break
-            while len(pending) < length:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                received += data
-                pending += data
-            body, pending = pending[:length], pending[length:]
-            self.requests.append(Seen(index, client_port, head + b"\r\n\r\n" + body))
-            if not self.replies:
+                head += data
+            method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+            self.targets.append(f"{method} {target}")
+            if method != "CONNECT":
+                client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
                 return
-            reply = self.replies.pop(0)
-            for number, piece in enumerate(reply.pieces):
-                if number and reply.pause:
-                    time.sleep(reply.pause)
-                sock.sendall(piece)
-            if reply.then == "close":
-                return
-            if reply.then == "half-close":
-                sock.shutdown(socket.SHUT_WR)
+            host, port = target.rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=IO_TIMEOUT) as upstream:
+                client.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                for _ in range(10_000):  # bounded: a few hundred round trips at most in these tests
+                    readable, _, _ = select.select([client, upstream], [], [], IO_TIMEOUT)
+                    if not readable or self._stop.is_set():
+                        return
+                    for source in readable:
+                        data = source.recv(65536)
+                        if not data:
+                            return
+                        (upstream if source is client else client).sendall(data)
 
 
 @pytest.fixture
-def raw() -> Iterator[RawServer]:
-    running = RawServer()
+def proxy() -> Iterator[ConnectProxy]:
+    running = ConnectProxy()
     yield running
     running.close()
 
 
-def quick_transport() -> KeepAliveTransport:
-    """Timeouts short enough that a framing mistake fails the test instead of hanging it."""
-    return KeepAliveTransport(connection_timeout=_RAW_TIMEOUT, read_timeout=_RAW_TIMEOUT)
-
-
-def fixed(body: bytes, status: str = "200 OK", *headers: str) -> bytes:
-    """A whole answer with a Content-Length."""
-    fields = "".join(f"{header}\r\n" for header in headers)
-    return f"HTTP/1.1 {status}\r\n{fields}Content-Length: {len(body)}\r\n\r\n".encode() + body
-
-
-def test_a_chunked_answer_is_reassembled_and_the_connection_reused(raw: RawServer) -> None:
-    """Chunk boundaries, and chunks split across TCP segments, must not show in the body."""
-    raw.replies = [
-        Reply([b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
-               b"a\r\n{\"a\":[", b"1,2]\r\n",  # one chunk over two writes
-               b"4\r\n,\"b", b"\"\r\n",
-               b"5\r\n:\"xy\"\r\n1\r\n}\r\n",
-               b"0\r\n", b"\r\n"], pause=0.02),
-        Reply([fixed(b'{"second":true}')]),
-    ]
-    with quick_transport() as transport:
-        first = post(transport, raw.url)
-        second = post(transport, raw.url)
-    assert first.status_code == 200
-    assert first.content == b'{"a":[1,2],"b":"xy"}'
-    assert first.json() == {"a": [1, 2], "b": "xy"}
-    assert second.json() == {"second": True}
-    assert [seen.connection for seen in raw.requests] == [0, 0]
-    assert raw.requests[0].client_port == raw.requests[1].client_port
-
-
-def test_an_answer_delimited_by_close_is_read_whole_and_not_reused(raw: RawServer) -> None:
-    """No length and no chunking: the body runs to the server's close, and that connection is
-    spent. The server only half-closes, so a wrongly pooled connection would carry the second
-    request to it (and be recorded there) before the transport noticed."""
-    raw.replies = [
-        Reply([b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", b"first part, ", b"second part"],
-              pause=0.02, then="half-close"),
-        Reply([fixed(b"again")]),
-    ]
-    with quick_transport() as transport:
-        first = post(transport, raw.url)
-        second = post(transport, raw.url)
-    assert first.status_code == 200
-    assert first.text() == "first part, second part"
-    assert second.text() == "again"
-    assert [seen.connection for seen in raw.requests] == [0, 1]
-    raw.wait_for_ended_connections(1)
-    assert bytes(raw.received[0]) == raw.requests[0].raw  # nothing more arrived on the spent one
-
-
-def test_a_body_cut_short_is_a_response_error(raw: RawServer) -> None:
-    """Content-Length promises 100 bytes; 10 arrive, then the close: not a short success."""
-    raw.replies = [Reply([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", b"0123456789"], pause=0.02,
-                         then="close")]
-    started = time.monotonic()
-    with quick_transport() as transport, pytest.raises(ServiceResponseError) as raised:
-        post(transport, raw.url)
-    assert not isinstance(raised.value, ServiceResponseTimeoutError)
-    assert time.monotonic() - started < _RAW_TIMEOUT
-    assert len(raw.requests) == 1  # a fresh connection's failure is left to the retry policy
-
-
-def test_garbage_instead_of_a_status_line_is_a_response_error(raw: RawServer) -> None:
-    """The server keeps the connection open, so only the parser can end the wait early."""
-    raw.replies = [Reply([b"NOT HTTP\r\n\r\n"])]
-    started = time.monotonic()
-    with quick_transport() as transport, pytest.raises(ServiceResponseError) as raised:
-        post(transport, raw.url)
-    assert not isinstance(raised.value, ServiceResponseTimeoutError)
-    assert time.monotonic() - started < _RAW_TIMEOUT / 2
-
-
-@pytest.mark.parametrize(
-    "head",
-    [
-        b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n",  # all of it arrives
-        b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n",  # the rest never comes
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1388\r\n",  # one 5000-byte chunk
-        b"HTTP/1.1 200 OK\r\n\r\n",  # delimited by a close that never comes
-    ],
-    ids=["whole", "promised-more", "chunked", "until-close"],
-)
-def test_an_answer_over_the_size_bound_is_refused_early(
-    raw: RawServer, monkeypatch: pytest.MonkeyPatch, head: bytes
+def test_https_proxy_and_no_proxy_come_from_the_environment(
+    tls_emulator: AcsEmulator, proxy: ConnectProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The bound is checked as bytes arrive: the connection stays open, so waiting for the
-    end of the answer would only end at the read timeout."""
-    monkeypatch.setattr(transport_module, "MAX_ANSWER_BYTES", 1000)
-    raw.replies = [Reply([head] + [b"x" * 1000] * 5, pause=0.02)]
-    started = time.monotonic()
-    with quick_transport() as transport, pytest.raises(ServiceResponseError) as raised:
-        post(transport, raw.url)
-    assert not isinstance(raised.value, ServiceResponseTimeoutError)
-    assert "larger than 1000 bytes" in str(raised.value)
-    assert time.monotonic() - started < _RAW_TIMEOUT / 2
+    assert tls_emulator.certificate is not None
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tls_emulator.certificate.ca_bundle)
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    with quick(tls_emulator.connection_string) as client:
+        assert client.add(SENDER, [NUMBER])[0].succeeded
+    assert proxy.targets == [f"CONNECT 127.0.0.1:{tls_emulator.port}"]
 
-
-def test_a_header_block_over_the_size_bound_is_refused_early(
-    raw: RawServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An endless header block must hit the same bound as an endless body; otherwise a server
-    trickling header lines holds the call (and grows its memory) past every timeout."""
-    monkeypatch.setattr(transport_module, "MAX_ANSWER_BYTES", 1000)
-    raw.replies = [Reply([b"HTTP/1.1 200 OK\r\n"] + [b"X-Pad-%d: %s\r\n" % (n, b"a" * 990) for n in range(5)],
-                         pause=0.02)]
-    started = time.monotonic()
-    with KeepAliveTransport(connection_timeout=1, read_timeout=1) as transport, \
-            pytest.raises(ServiceResponseError) as raised:
-        post(transport, raw.url)
-    assert not isinstance(raised.value, ServiceResponseTimeoutError)
-    assert time.monotonic() - started < 0.5
-
-
-def test_the_read_timeout_bounds_the_whole_answer(raw: RawServer) -> None:
-    """A server trickling small pieces resets a per-receive timeout every time; the read
-    timeout is for the whole answer, so the call still ends on time."""
-    raw.replies = [Reply([b"HTTP/1.1 200 OK\r\n"] + [b"X-Pad-%d: a\r\n" % n for n in range(30)], pause=0.05)]
-    started = time.monotonic()
-    with KeepAliveTransport(connection_timeout=1, read_timeout=0.3) as transport, \
-            pytest.raises(ServiceResponseTimeoutError):
-        post(transport, raw.url)
-    assert time.monotonic() - started < 0.9  # the trickle alone lasts 1.5 s
-
-
-@pytest.mark.parametrize("value", ["ok\r\nX-Injected: 1", "ok\nX-Injected: 1", "ok\rX-Injected: 1"])
-def test_a_line_break_in_a_header_is_refused_before_anything_is_sent(raw: RawServer, value: str) -> None:
-    """A header value must not be able to add header lines (or a second request)."""
-    request = HttpRequest("POST", f"{raw.url}/x", content=b"{}", headers={"X-Caller": value})
-    with quick_transport() as transport, pytest.raises(ServiceRequestError):
-        transport.send(request)
-    raw.wait_for_ended_connections(1)
-    assert [bytes(received) for received in raw.received] == [b""]
-    assert raw.requests == []
-
-
-def test_a_line_break_in_a_header_name_is_refused(raw: RawServer) -> None:
-    """Names are checked as well as values."""
-    request = HttpRequest("GET", f"{raw.url}/x", headers={"X-Evil\r\nX-Injected": "1"})
-    with quick_transport() as transport, pytest.raises(ServiceRequestError):
-        transport.send(request)
-    raw.wait_for_ended_connections(1)
-    assert raw.requests == []
-
-
-def test_the_request_head_arrives_as_sent(raw: RawServer) -> None:
-    """Host carries a non-default port, the body its length, and answers are asked for
-    uncompressed (the transport does not decode them); custom headers keep their spelling."""
-    raw.replies = [Reply([fixed(b"{}")])]
-    body = b'{"from":"+18005550100","recipients":[{"to":"+14255550100"}]}'
-    headers = {"Content-Type": "application/json", "X-Ms-Client-Request-Id": "Abc-123; x=y"}
-    request = HttpRequest("POST", f"{raw.url}/sms/optouts:add?api-version=2024-12-10-preview",
-                          content=body, headers=headers)
-    with quick_transport() as transport:
-        assert transport.send(request).status_code == 200
-    (seen,) = raw.requests
-    head, _, sent_body = seen.raw.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    assert lines[0] == b"POST /sms/optouts:add?api-version=2024-12-10-preview HTTP/1.1"
-    assert f"Host: 127.0.0.1:{raw.port}".encode() in lines
-    assert f"Content-Length: {len(body)}".encode() in lines
-    assert b"Accept-Encoding: identity" in lines
-    assert b"Content-Type: application/json" in lines
-    assert b"X-Ms-Client-Request-Id: Abc-123; x=y" in lines
-    assert sent_body == body
-
-
-def test_a_request_without_a_body_has_no_length(raw: RawServer) -> None:
-    """A GET carries no body, so it must not announce one either."""
-    raw.replies = [Reply([fixed(b"{}")])]
-    with quick_transport() as transport:
-        assert transport.send(HttpRequest("GET", f"{raw.url}/")).status_code == 200
-    (seen,) = raw.requests
-    assert seen.raw.startswith(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{raw.port}\r\n".encode())
-    assert b"content-length" not in seen.raw.lower()
-    assert seen.raw.endswith(b"\r\n\r\n")
-
-
-def test_content_length_is_sent_once(raw: RawServer) -> None:
-    """azure-core's HttpRequest puts Content-Length in its headers; a second copy is a message
-    RFC 9110 (section 8.6) lets a server or proxy reject as invalid."""
-    raw.replies = [Reply([fixed(b"{}")])]
-    with quick_transport() as transport:
-        assert post(transport, raw.url).status_code == 200
-    (seen,) = raw.requests
-    assert seen.raw.lower().count(b"\r\ncontent-length:") == 1
-
-
-def test_reason_and_headers_of_the_answer_are_exposed(raw: RawServer) -> None:
-    """Callers log the reason and read headers in any case; the buffered body reads again."""
-    payload = b'{"value":[{"to":"+14255550100","httpStatusCode":200}]}'
-    raw.replies = [Reply([fixed(payload, "207 Partly Done Here",
-                                "Content-Type: application/json; charset=utf-8",
-                                "X-Ms-Request-Id: 5f0c-Req")])]
-    with quick_transport() as transport:
-        answer: HttpResponse = post(transport, raw.url)
-    assert answer.status_code == 207
-    assert answer.reason == "Partly Done Here"
-    assert answer.headers["x-ms-request-id"] == "5f0c-Req"
-    assert answer.headers["X-MS-REQUEST-ID"] == "5f0c-Req"
-    assert answer.headers.get("content-type") == "application/json; charset=utf-8"
-    assert answer.content_type == "application/json; charset=utf-8"
-    assert answer.headers.get("Retry-After") is None
-    assert answer.text() == answer.text() == payload.decode()
-    assert answer.json() == answer.json() == {"value": [{"to": "+14255550100", "httpStatusCode": 200}]}
-    assert answer.read() == payload
-
-
-def test_interim_answers_are_skipped(raw: RawServer) -> None:
-    """A 103 Early Hints (or 100 Continue) comes before the real answer; its headers are not the answer's."""
-    raw.replies = [
-        Reply([b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n",
-               fixed(b'{"n":1}', "200 OK", "X-Which: final")], pause=0.02),
-        Reply([fixed(b'{"n":2}')]),
-    ]
-    with quick_transport() as transport:
-        first = post(transport, raw.url)
-        second = post(transport, raw.url)
-    assert (first.status_code, first.reason, first.json()) == (200, "OK", {"n": 1})
-    assert first.headers.get("X-Which") == "final" and first.headers.get("Link") is None
-    assert second.json() == {"n": 2}
-    assert [seen.connection for seen in raw.requests] == [0, 0]
-
-
-def test_bytes_after_the_answer_keep_the_connection_out_of_the_pool(raw: RawServer) -> None:
-    """A server that sent more than its answer is out of step: the next answer on that
-    connection could be the leftover, so the connection is closed instead of reused."""
-    raw.replies = [
-        Reply([fixed(b'{"n":1}') + fixed(b'{"stray":true}')]),
-        Reply([fixed(b'{"n":2}')]),
-    ]
-    with quick_transport() as transport:
-        first = post(transport, raw.url)
-        second = post(transport, raw.url)
-    assert first.json() == {"n": 1}
-    assert second.json() == {"n": 2}
-    assert [seen.connection for seen in raw.requests] == [0, 1]
-
-
-def test_head_requests_are_refused(raw: RawServer) -> None:
-    """An answer to HEAD announces a body it does not send; waiting for it would hang."""
-    raw.replies = [Reply([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"])]
-    with quick_transport() as transport, pytest.raises(ServiceRequestError):
-        transport.send(HttpRequest("HEAD", f"{raw.url}/x"))
-    assert raw.received == [] and raw.requests == []
-
-
-@pytest.mark.parametrize("path", ["/a b", "/a\x00b", "/x?q=\x7f", "/x\r\nX-Injected: 1"])
-def test_a_url_that_could_split_the_request_line_is_refused(raw: RawServer, path: str) -> None:
-    """As http.client does: refused before any connection is made."""
-    raw.replies = [Reply([fixed(b"{}")])]
-    with quick_transport() as transport, pytest.raises(ServiceRequestError):
-        transport.send(HttpRequest("GET", f"{raw.url}{path}"))
-    assert raw.received == [] and raw.requests == []
-
-
-def test_a_method_that_is_not_a_name_is_refused(raw: RawServer) -> None:
-    raw.replies = [Reply([fixed(b"{}")])]
-    with quick_transport() as transport, pytest.raises(ServiceRequestError):
-        transport.send(HttpRequest("GET /x HTTP/1.1\r\nX:", f"{raw.url}/x"))
-    assert raw.received == [] and raw.requests == []
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with quick(tls_emulator.connection_string) as client:
+        assert client.check(SENDER, [NUMBER])[0].is_opted_out is True
+    assert len(proxy.targets) == 1  # straight to the endpoint this time
+    assert tls_emulator.opted_out(SENDER) == {NUMBER}

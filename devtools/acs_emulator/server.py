@@ -8,37 +8,52 @@ Retry-After, whole-call 5xx, per-recipient 500s and hangs, all from a seeded RNG
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import secrets
 import socket
 import socketserver
+import ssl
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from devtools.azure_standins.certificate import LocalCertificate
+
 from . import auth
 from .faults import FaultConfig, FaultDice
 from .stats import OPERATIONS, CallStats
 from .store import OptOutStore
 
-SUPPORTED_API_VERSIONS = ("2026-01-23", "2025-05-29-preview")
+#: Every api-version the REST spec defines for the opt-out operations (docs/emulator.md).
+SUPPORTED_API_VERSIONS = ("2026-01-23", "2025-09-17", "2025-08-01-preview", "2025-05-29-preview", "2024-12-10-preview")
 MAX_RECIPIENTS = 100
 MAX_BODY_BYTES = 1024 * 1024
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+#: Senders ACS can own: an E.164 number, a short code (3-8 digits, as the gateway's settings accept), or an
+#: alphanumeric sender ID.
+SENDER = re.compile(r"^(?:\+[1-9][0-9]{6,14}|[0-9]{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11})$")
 VALIDATION_TYPE = "https://tools.ietf.org/html/rfc9110#section-15.5.1"
 OPERATION_PREFIX = "/sms/optouts:"
+#: Echoed only when it is a plain token (a uuid, as the SDKs send): never a header injection.
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 Answer = tuple[int, dict[str, str], Any]
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Answer:
-    return status, headers or {}, {"error": {"code": code, "message": message}}
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+           *, inner_error: bool = False) -> Answer:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if inner_error:  # the API-versioning errors carry it, as in the spec's 400 example
+        error["innerError"] = None
+    return status, headers or {}, {"error": error}
 
 
 def _validation_error(field: str, message: str) -> Answer:
@@ -63,6 +78,7 @@ class AcsEmulator:
         port: int = 0,
         clock_skew_seconds: float = 300,
         api_versions: Iterable[str] = SUPPORTED_API_VERSIONS,
+        tls: bool = False,
     ) -> None:
         self._access_key = access_key or auth.new_access_key()
         self._decoded_key = auth.decode_access_key(self._access_key)
@@ -79,6 +95,9 @@ class AcsEmulator:
         self._stopping = threading.Event()
         self._server: _EmulatorServer | None = None
         self._thread: threading.Thread | None = None
+        #: With `tls`, a throwaway self-signed certificate for 127.0.0.1; clients trust
+        #: `certificate.ca_bundle` (REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS).
+        self.certificate: LocalCertificate | None = LocalCertificate(host) if tls else None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -87,6 +106,11 @@ class AcsEmulator:
             raise RuntimeError("the emulator is already running")
         self._stopping.clear()
         server = _EmulatorServer((self._host, self._port), self)
+        if self.certificate is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.certificate.certificate_path, self.certificate.key_path)
+            # The handshake then happens in the handler's thread, not in the accept loop.
+            server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="acs-emulator", daemon=True)
@@ -112,6 +136,8 @@ class AcsEmulator:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+        if self.certificate is not None:
+            self.certificate.close()
 
     # -- what tests and tools read and change --------------------------------------------
 
@@ -124,7 +150,8 @@ class AcsEmulator:
     @property
     def endpoint(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.certificate is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def connection_string(self) -> str:
@@ -173,10 +200,12 @@ class AcsEmulator:
             return _error(405, "MethodNotAllowed", "use POST", {"Allow": "POST"})
         version = parse_qs(url.query).get("api-version", [""])[0]
         if not version:
-            return _error(400, "ApiVersionUnspecified", "the api-version query parameter is required")
+            return _error(400, "ApiVersionUnspecified", "An API version is required, but was not specified.",
+                          inner_error=True)
         if version not in self.api_versions:
-            return _error(400, "InvalidApiVersion", f"api-version {version!r} is not supported; "
-                          f"supported: {', '.join(sorted(self.api_versions))}")
+            return _error(400, "UnsupportedApiVersion",
+                          f"The HTTP resource that matches the request URI '{url.path}' does not support "
+                          f"the API version '{version[:40]}'.", inner_error=True)
         with self._key_lock:
             decoded_key = self._decoded_key
         try:
@@ -205,14 +234,20 @@ class AcsEmulator:
         except (ValueError, UnicodeDecodeError):
             return _validation_error("$", "the request body is not valid JSON")
         if not isinstance(payload, dict) or not isinstance(payload.get("from"), str) or not payload["from"]:
-            return _validation_error("From", "the From field is required")
+            return _validation_error("From", "The From field is required.")
+        if not SENDER.match(payload["from"]):
+            return _validation_error("From", "Invalid From phone number format")
         recipients = payload.get("recipients")
         if not isinstance(recipients, list) or not all(
             isinstance(item, dict) and isinstance(item.get("to"), str) for item in recipients
         ):
-            return _validation_error("Recipients", "recipients must be a list of objects with a string 'to'")
-        if not 1 <= len(recipients) <= MAX_RECIPIENTS:
-            return _validation_error("Recipients", f"between 1 and {MAX_RECIPIENTS} recipients are allowed")
+            return _validation_error("Recipients", "The Recipients field is required.")
+        if len(recipients) < 1:
+            return _validation_error("Recipients",
+                                     "The field Recipients must be a string or array type with a minimum length of '1'.")
+        if len(recipients) > MAX_RECIPIENTS:
+            return _validation_error("Recipients", "The field Recipients must be a string or array type with a "
+                                     f"maximum length of '{MAX_RECIPIENTS}'.")
         sender = payload["from"]
         if self.owned_senders is not None and sender not in self.owned_senders:
             return _error(401, "Denied", "the sender is not owned by this resource")
@@ -227,7 +262,7 @@ class AcsEmulator:
                 answers.append({"to": number, "httpStatusCode": 400,
                                 "errorMessage": "Invalid recipient phone number format"})
             elif failed:
-                answers.append({"to": number, "httpStatusCode": 500, "errorMessage": "Internal server error"})
+                answers.append({"to": number, "httpStatusCode": 500, "errorMessage": "Internal Server Error"})
             else:
                 answers.append({"to": number, "httpStatusCode": 200})
                 accepted.append(number)
@@ -356,21 +391,51 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
     def _send(self, status: int, headers: dict[str, str], payload: Any) -> None:
+        """Framed and labelled as ACS answers: chunked, with the service's headers (recorded
+        answers in the official SDKs' tests show them; docs/emulator.md)."""
         data = json.dumps(payload).encode("utf-8")
+        started = getattr(self, "_started", None)
+        elapsed_ms = 0 if started is None else round((time.monotonic() - started) * 1000)
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Request-Context", "appId=")
+            self.send_header("MS-CV", f"{base64.b64encode(secrets.token_bytes(16)).decode()[:22]}.0")
+            self.send_header("X-Processing-Time", f"{elapsed_ms}ms")
+            self.send_header("X-Azure-Ref", base64.b64encode(secrets.token_bytes(48)).decode())
+            self.send_header("api-supported-versions", ", ".join(sorted(self.server.emulator.api_versions)))
             self.send_header("x-ms-request-id", str(uuid.uuid4()))
+            client_request_id = (self.headers.get("x-ms-client-request-id") or "") if self.headers else ""
+            if _CLIENT_REQUEST_ID.match(client_request_id):
+                self.send_header("x-ms-client-request-id", client_request_id)
             if self.close_connection:
                 self.send_header("Connection", "close")
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(data)
+                self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
         except OSError:
             self.close_connection = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """What http.server answers by itself (a malformed request line, an unsupported
+        method or protocol, headers too long): JSON like every other answer, never HTML."""
+        self.close_connection = True
+        if not hasattr(self, "headers"):
+            self.headers = None  # type: ignore[assignment]  # the request line never parsed
+        if not getattr(self, "command", None):
+            self.command = "POST"
+        if not getattr(self, "request_version", None) or self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"
+        status = code if 400 <= code < 600 else 400
+        text = (message or "Bad Request")[:200]
+        self._send(status, {}, {"error": {"code": "BadRequest", "message": text}})
+
+    def parse_request(self) -> bool:
+        self._started = time.monotonic()
+        return super().parse_request()
 
     def log_message(self, format: str, *args: Any) -> None:
         return

@@ -71,6 +71,8 @@ var commonSettings = {
   ACS_API_VERSION: acsApiVersion
   // Bearer tokens over plain http are for the local emulator only; pinned off in Azure.
   ACS_ALLOW_INSECURE_BEARER: 'false'
+  // Opt-out bodies are personal data: a plain-http ACS endpoint is refused in Azure.
+  ACS_ALLOW_INSECURE_HTTP: 'false'
 
   OPTOUT_DEFAULT_SENDER: defaultSender
   OPTOUT_ALLOWED_SENDERS: allowedSenders

@@ -39,6 +39,10 @@ from optouts.azure.storage import (
     transport_options,
 )
 from optouts.config import SettingsError
+
+# Part of this module's interface too (the history API's page sizes).
+from optouts.domain.limits import DEFAULT_PAGE_SIZE as DEFAULT_PAGE_SIZE
+from optouts.domain.limits import MAX_PAGE_SIZE as MAX_PAGE_SIZE
 from optouts.domain.phone import mask
 
 if TYPE_CHECKING:
@@ -53,8 +57,6 @@ _logger = logging.getLogger(__name__)
 DEFAULT_TIME_BUDGET_SECONDS = 10.0
 #: Table calls in flight at once, per process (shared by all operations).
 DEFAULT_MAX_CONCURRENCY = 8
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 #: Principal names come from a header: kept, but not without limit.
 MAX_CALLER_LENGTH = 256
 #: A continuation token is the last RowKey of the previous page.

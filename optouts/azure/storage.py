@@ -61,8 +61,9 @@ def identity_credential(name: str, environ: Mapping[str, str] | None = None) -> 
 def transport_options(options: dict[str, Any]) -> dict[str, Any]:
     """`options` for a storage client, with a `requests` transport that does not read the
     environment: with it, every call looks for a ~/.netrc file and scans the proxy
-    variables, a cost the queue path paid on each message (the ACS client makes the same
-    choice). Timeouts given in `options` move to the transport."""
+    variables, a cost the queue path paid on each message. (The ACS client keeps them: its
+    calls go out to the internet, where HTTPS_PROXY/NO_PROXY must apply.) Timeouts given in
+    `options` move to the transport."""
     from azure.core.pipeline.transport import RequestsTransport
 
     if "transport" in options:

@@ -18,10 +18,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from optouts.audit.trail import MAX_PAGE_SIZE
 from optouts.config import DEFAULT_MAX_NUMBERS
 from optouts.domain.commands import MAX_REASON_LENGTH, MAX_SENDER_LENGTH
-from optouts.domain.phone import MAX_INPUT_LENGTH
+from optouts.domain.limits import MAX_INPUT_LENGTH, MAX_PAGE_SIZE
 
 #: Replaced by the real app host when the connector is imported (docs/power-automate.md).
 PLACEHOLDER_HOST = "your-function-app.azurewebsites.net"

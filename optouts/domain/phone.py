@@ -15,8 +15,8 @@ from functools import lru_cache
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, PhoneNumberFormat
 
-#: Longer than any real number with generous formatting; keeps parsing cheap.
-MAX_INPUT_LENGTH = 64
+from optouts.domain.limits import MAX_INPUT_LENGTH
+
 SEPARATORS = frozenset(" -.()/\u00a0\u2010\u2011\u2012\u2013\u2014\u2212")
 _DROP_SEPARATORS = str.maketrans(dict.fromkeys(SEPARATORS))
 _ALREADY_COMPACT = re.compile(r"\+?[0-9]+", re.ASCII)

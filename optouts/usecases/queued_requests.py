@@ -220,6 +220,9 @@ class QueuedRequestProcessor:
             return self._retry_or_fail(message, command, problem.code, problem.detail)
         except SettingsError as error:
             return self._retry_or_fail(message, command, "GatewayMisconfigured", str(error))
+        except Exception:  # a bug or an answer nobody foresaw: the message still gets a result
+            _logger.exception("queue message %s failed unexpectedly", message.id)
+            return self._retry_or_fail(message, command, "InternalError", "the gateway failed unexpectedly")
         transient_code = report.transient_failure_code
         if transient_code is not None:
             return self._retry_or_fail(

@@ -13,6 +13,7 @@ from dataclasses import replace
 from optouts import telemetry
 from optouts.audit.trail import AuditContext, AuditTrail, records_for
 from optouts.domain.commands import OptOutCommand
+from optouts.domain.logtext import log_safe
 from optouts.domain.phone import (
     InvalidNumber,
     NormalizationResult,
@@ -73,13 +74,13 @@ class OptOutService:
             upstream = self._provider.run(command.action, command.sender, valid_numbers, time_budget=time_budget)
         except ProviderAuthenticationError as error:
             _logger.error("%s rejected the gateway's credentials for %s: %s",
-                          error.where or error.upstream, command.action.value, error)
+                          error.where or error.upstream, command.action.value, log_safe(error, 400))
             raise Problem(502, error.code, "Upstream authentication failed",
                           f"{error.upstream} rejected the gateway's credentials or does not "
                           "own the sender; an operator must check the configuration") from None
         except ProviderRejectedError as error:
             _logger.error("%s rejected a %s call as malformed: %s", error.where or error.upstream,
-                          command.action.value, error)
+                          command.action.value, log_safe(error, 400))
             raise Problem(502, error.code, "Upstream rejected the request",
                           f"{error.upstream} rejected the gateway's call") from None
         except ProviderCredentialsError as error:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         AcsTransientError,
         AcsUnavailableError,
         CredentialUnavailableError,
+        InsecureEndpointError,
         OptOutsError,
     )
     from optouts.providers.acs.settings import DEFAULT_API_VERSION, AcsSettings, AuthMode
@@ -44,6 +45,7 @@ _LAZY = {
     "AcsTransientError": "errors",
     "AcsUnavailableError": "errors",
     "CredentialUnavailableError": "errors",
+    "InsecureEndpointError": "errors",
     "OptOutsError": "errors",
     "DEFAULT_API_VERSION": "settings",
     "AcsSettings": "settings",
@@ -62,6 +64,7 @@ __all__ = [
     "AuthMode",
     "CredentialUnavailableError",
     "DEFAULT_API_VERSION",
+    "InsecureEndpointError",
     "InvalidConnectionStringError",
     "MAX_RECIPIENTS_PER_CALL",
     "OptOutsClient",

@@ -1,6 +1,6 @@
 """The ACS SMS opt-out client: add, remove and check any number of recipients.
 
-Built like the official Azure SDK clients: an azure-core `PipelineClient` whose
+Built like the official Azure SDK clients: an azure-core `Pipeline` whose
 policies do retries, authentication and logging. It is the ACS `Provider`
 (optouts.providers.base): the shared fan-out (optouts.providers.fanout) splits recipients
 into chunks of at most 100 and sends them concurrently, each distinct recipient once,
@@ -10,6 +10,7 @@ result per input recipient in input order; this module makes the one REST call p
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import time
@@ -19,19 +20,25 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import orjson
-from azure.core import PipelineClient
+import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.core.pipeline import Pipeline
 from azure.core.pipeline.policies import (
     BearerTokenCredentialPolicy,
     HeadersPolicy,
     HttpLoggingPolicy,
     HTTPPolicy,
     RequestIdPolicy,
+    SansIOHTTPPolicy,
     UserAgentPolicy,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest, HttpResponse
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
+from optouts.domain.logtext import log_safe
 from optouts.domain.operations import Operation
 from optouts.providers.acs.credentials import (
     AccessKeyCredential,
@@ -44,12 +51,21 @@ from optouts.providers.acs.errors import (
     AcsThrottledError,
     AcsUnavailableError,
     CredentialUnavailableError,
+    InsecureEndpointError,
     OptOutsError,
 )
 from optouts.providers.acs.observability import UpstreamAttemptPolicy, UpstreamCallPolicy
-from optouts.providers.acs.policies import DEADLINE_OPTION, DeadlineRetryPolicy, HmacSigningPolicy
+from optouts.providers.acs.policies import (
+    ANSWER_BODY,
+    DEADLINE_OPTION,
+    RETRY_AFTER_HEADERS,
+    BoundedAnswerPolicy,
+    DeadlineRetryPolicy,
+    HmacSigningPolicy,
+    RetryAfterPolicy,
+    parse_retry_after,
+)
 from optouts.providers.acs.settings import DEFAULT_API_VERSION
-from optouts.providers.acs.transport import KeepAliveTransport
 from optouts.providers.base import RecipientOutcome, RecipientResult
 from optouts.providers.fanout import ChunkAnswer, FanOut
 
@@ -63,6 +79,10 @@ THROTTLED_CODE = "AcsThrottled"
 UNAVAILABLE_CODE = "AcsUnavailable"
 #: A per-recipient failure ACS gave no message for.
 NO_DETAILS = "no details from ACS"
+#: An answer for 100 recipients is about 10 KB; anything larger than this is not one, and is not read.
+MAX_ANSWER_BYTES = 1_048_576
+#: Longest upstream text (an error message) carried into a result, an error or a log line.
+MAX_UPSTREAM_TEXT = 300
 
 _logger = logging.getLogger(__name__)
 _E = TypeVar("_E", bound=OptOutsError)
@@ -89,6 +109,7 @@ class OptOutsClient:
         recipient_retry_rounds: int = 2,
         recipient_retry_backoff: float = 0.2,
         allow_insecure_bearer: bool = False,
+        allow_insecure_http: bool = False,
         retry_total: int = 4,
         retry_backoff_factor: float = 0.5,
         retry_backoff_max: float = 8.0,
@@ -98,6 +119,11 @@ class OptOutsClient:
     ) -> None:
         if not endpoint.lower().startswith(("https://", "http://")):
             raise ValueError("endpoint must start with https:// or http://")
+        if not (endpoint.lower().startswith("https://") or allow_insecure_http or _is_loopback(endpoint)):
+            raise InsecureEndpointError(
+                "the ACS endpoint is plain http:// and not loopback: opt-out bodies are personal data, "
+                "so they only travel over https:// (set ACS_ALLOW_INSECURE_HTTP=true to allow it)"
+            )
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self._endpoint = endpoint.rstrip("/")
@@ -127,24 +153,22 @@ class OptOutsClient:
             retry_backoff_max=retry_backoff_max,
         )
         # Signing comes after retrying so that every attempt is signed afresh.
-        policies = [
+        policies: list[HTTPPolicy[Any, Any] | SansIOHTTPPolicy[Any, Any]] = [
             RequestIdPolicy(**kwargs),
             HeadersPolicy(**kwargs),
             UserAgentPolicy(sdk_moniker=SDK_MONIKER, **kwargs),
             UpstreamCallPolicy(),
             retry_policy,
+            RetryAfterPolicy(),
             auth_policy,
             UpstreamAttemptPolicy(),
             HttpLoggingPolicy(**kwargs),
+            BoundedAnswerPolicy(MAX_ANSWER_BYTES),
         ]
-        transport = kwargs.pop("transport", None) or KeepAliveTransport(
-            connection_timeout=connection_timeout,
-            read_timeout=read_timeout,
-            pool_size=4 * max_concurrency,
-        )
-        self._pipeline_client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(
-            base_url=self._endpoint, policies=policies, transport=transport
-        )
+        # Every pool thread, plus the callers' own threads sending an operation's last chunk inline.
+        pool_size = 4 * max_concurrency
+        transport = kwargs.pop("transport", None) or _requests_transport(pool_size, connection_timeout, read_timeout)
+        self._pipeline: Pipeline[HttpRequest, HttpResponse] = Pipeline(transport=transport, policies=policies)
         self._fanout = FanOut(
             self._send_chunk,
             chunk_size=MAX_RECIPIENTS_PER_CALL,
@@ -152,6 +176,7 @@ class OptOutsClient:
             all_failed=self._all_failed,
             retry_rounds=recipient_retry_rounds,
             retry_backoff=recipient_retry_backoff,
+            pool_size=pool_size,
             thread_name_prefix="optouts-acs",
         )
 
@@ -190,7 +215,7 @@ class OptOutsClient:
 
     def close(self) -> None:
         self._fanout.close()
-        self._pipeline_client.close()
+        self._pipeline.__exit__()
 
     def __enter__(self) -> OptOutsClient:
         return self
@@ -233,7 +258,7 @@ class OptOutsClient:
         if self._is_bearer:
             options["enforce_https"] = self._enforce_https
         try:
-            response = self._pipeline_client.send_request(request, **options)
+            pipeline_response = self._pipeline.run(request, **options)
         except OptOutsError:
             raise
         except ClientAuthenticationError as error:
@@ -243,10 +268,12 @@ class OptOutsClient:
             # Connection errors and timeouts that outlived the retry policy.
             return _whole_call_failure(chunk, None, None, f"no answer from ACS ({type(error).__name__})")
 
+        response = pipeline_response.http_response
         status = response.status_code
+        content: bytes | None = pipeline_response.context.get(ANSWER_BODY)
         if status == 200:
-            return ChunkAnswer(results=_parse_recipients(operation, chunk, response.content))
-        error_text = _error_text(response.text())
+            return ChunkAnswer(results=_parse_recipients(operation, chunk, content))
+        error_text = _error_text(content)
         if status in (401, 403):
             raise self._located(
                 AcsAuthenticationError(f"ACS rejected the gateway's credentials ({status}): {error_text}")
@@ -290,22 +317,29 @@ def _request_body(sender: str, chunk: list[str]) -> bytes:
         return json.dumps(payload, separators=(",", ":")).encode("ascii")
 
 
-def _parse_recipients(operation: Operation, chunk: list[str], content: bytes) -> dict[str, RecipientResult]:
-    try:
-        items = orjson.loads(content)["value"]
-    except (ValueError, KeyError, TypeError):
-        items = []
+def _parse_recipients(operation: Operation, chunk: list[str], content: bytes | None) -> dict[str, RecipientResult]:
+    """One result per recipient of `chunk`, whatever ACS answered.
+
+    Entries that are not objects, name a recipient that was not asked, repeat one, or carry
+    wrong types are ignored or answered 502; a recipient the answer does not mention is a
+    transient 502 (asked again in a later round)."""
+    items: object = None
+    if content is not None:  # None: over MAX_ANSWER_BYTES, not read
+        try:
+            body = orjson.loads(content)
+        except orjson.JSONDecodeError:  # also what orjson raises past its nesting limit
+            body = None
+        items = body.get("value") if isinstance(body, dict) else None
     results: dict[str, RecipientResult] = {}
     asked = set(chunk)
     reports_opt_out = operation is Operation.CHECK
     for item in items if isinstance(items, list) else ():
         to = item.get("to") if isinstance(item, dict) else None
-        if isinstance(to, str) and to in asked:
+        if isinstance(to, str) and to in asked and to not in results:
             results[to] = _recipient_result(to, item, reports_opt_out)
     if len(results) < len(asked):
         for to in chunk:
             if to not in results:
-                # Treated as transient: a later round (or redelivery) asks again.
                 results[to] = RecipientResult(to, RecipientOutcome.FAILED, 502,
                                               "ACS's answer did not mention this recipient",
                                               error_code=UNAVAILABLE_CODE)
@@ -314,8 +348,9 @@ def _parse_recipients(operation: Operation, chunk: list[str], content: bytes) ->
 
 def _recipient_result(to: str, item: dict[str, Any], reports_opt_out: bool) -> RecipientResult:
     status = item.get("httpStatusCode")
-    if not isinstance(status, int):
-        status = 502
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        return RecipientResult(to, RecipientOutcome.FAILED, 502, "ACS's answer had no valid httpStatusCode",
+                               error_code=UNAVAILABLE_CODE)
     if 200 <= status < 300:
         if not reports_opt_out:
             return RecipientResult(to, RecipientOutcome.SUCCEEDED, status)
@@ -329,31 +364,81 @@ def _recipient_result(to: str, item: dict[str, Any], reports_opt_out: bool) -> R
         outcome, code = RecipientOutcome.FAILED, _transient_code(status)
     else:
         outcome, code = RecipientOutcome.REJECTED, REJECTED_CODE
-    text = message if isinstance(message, str) and message else NO_DETAILS
+    text = _upstream_text(message) if isinstance(message, str) and message else NO_DETAILS
     return RecipientResult(to, outcome, status, text, error_code=code)
 
 
-def _error_text(text: str) -> str:
-    """ACS's own error message, from either of its two error shapes, kept short."""
+def _error_text(content: bytes | None) -> str:
+    """ACS's own error message, from either of its two error shapes: bounded in size (a huge
+    body is not parsed), nesting (orjson stops at 1024 levels, without recursion errors) and
+    characters (one log-safe line)."""
+    if content is None:
+        return f"an error answer over {MAX_ANSWER_BYTES} bytes (not read)"
     try:
-        body = json.loads(text)
-    except ValueError:
-        return text[:200]
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return _upstream_text(content.decode("utf-8", "replace"))
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict):
-            return f"{error.get('code', '')}: {error.get('message', '')}"[:300]
+            return _upstream_text(f"{_scalar(error.get('code'))}: {_scalar(error.get('message'))}")
         if "title" in body:
-            return f"{body.get('title')} {json.dumps(body.get('errors', {}))}"[:300]
-    return text[:200]
+            return _upstream_text(f"{_scalar(body.get('title'))} {_field_errors(body.get('errors'))}")
+    return _upstream_text(content.decode("utf-8", "replace"))
+
+
+def _scalar(value: object) -> str:
+    return value if isinstance(value, str) else "" if value is None else type(value).__name__
+
+
+def _field_errors(errors: object) -> str:
+    """`{"From": ["..."]}` as `From: ...`, reading only the first few fields and messages."""
+    if not isinstance(errors, dict):
+        return ""
+    parts = []
+    for name, messages in list(errors.items())[:5]:
+        texts = [m for m in messages[:3] if isinstance(m, str)] if isinstance(messages, list) else []
+        parts.append(f"{_scalar(name)}: {'; '.join(texts)}")
+    return ", ".join(parts)
+
+
+def _upstream_text(text: str) -> str:
+    return log_safe(text, MAX_UPSTREAM_TEXT)
 
 
 def _retry_after_seconds(headers: Any) -> float | None:
-    for name, scale in (("retry-after-ms", 0.001), ("x-ms-retry-after-ms", 0.001), ("Retry-After", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return max(0.0, float(value) * scale)
-            except ValueError:
-                continue
+    for name, unit in RETRY_AFTER_HEADERS:
+        seconds = parse_retry_after(headers.get(name), unit)
+        if seconds is not None:
+            return seconds
     return None
+
+
+def _is_loopback(endpoint: str) -> bool:
+    host = (urlsplit(endpoint).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _requests_transport(pool_size: int, connection_timeout: float, read_timeout: float) -> RequestsTransport:
+    """azure-core's standard transport on a requests session whose urllib3 pool holds as
+    many kept-alive connections per host as the client can have calls in flight.
+
+    Proxies (HTTPS_PROXY, NO_PROXY), CA bundles (REQUESTS_CA_BUNDLE) and TLS come from
+    requests and urllib3. Their own retries are off: the pipeline's retry policy decides."""
+    session = requests.Session()
+    session.trust_env = True
+    adapter = HTTPAdapter(
+        pool_connections=4,
+        pool_maxsize=pool_size,
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+    )
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return RequestsTransport(
+        session=session, session_owner=True, connection_timeout=connection_timeout, read_timeout=read_timeout
+    )

@@ -71,3 +71,8 @@ class AcsUnavailableError(AcsTransientError, ProviderUnavailableError):
     """Every chunk failed with 5xx, a timeout or a connection error until retries ran out."""
 
     code = "AcsUnavailable"
+
+
+class InsecureEndpointError(OptOutsError, ValueError):
+    """The endpoint is plain http:// and neither loopback nor explicitly allowed: opt-out
+    bodies are personal data and would travel in clear text."""

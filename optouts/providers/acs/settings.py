@@ -37,6 +37,7 @@ class AcsSettings:
     secret_cache_seconds: float
     api_version: str
     allow_insecure_bearer: bool
+    allow_insecure_http: bool
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> AcsSettings:
@@ -99,6 +100,7 @@ class AcsSettings:
             secret_cache_seconds=_number(env, "ACS_SECRET_CACHE_SECONDS", DEFAULT_SECRET_CACHE_SECONDS, minimum=0),
             api_version=_text(env, "ACS_API_VERSION") or DEFAULT_API_VERSION,
             allow_insecure_bearer=_flag(env, "ACS_ALLOW_INSECURE_BEARER"),
+            allow_insecure_http=_flag(env, "ACS_ALLOW_INSECURE_HTTP"),
         )
 
     def describe(self) -> dict[str, object]:

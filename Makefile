@@ -10,7 +10,7 @@ NODE_READY := node_modules/.ready
 INFRA_VENV := .venv-infra
 INFRA_READY := $(INFRA_VENV)/.ready
 
-.PHONY: run test emulator bench clean
+.PHONY: run test emulator bench mutation clean
 
 $(PY_READY): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,4 +43,14 @@ bench: $(PY_READY) $(NODE_READY)
 	$(BIN)/python -m bench $(if $(RECORD),--record)
 
 clean:
-	rm -rf $(VENV) $(INFRA_VENV) node_modules .pytest_cache .hypothesis
+	rm -rf $(VENV) $(INFRA_VENV) node_modules .pytest_cache .hypothesis .mutation
+
+# Mutation testing of the core modules (not part of `make test`; CPU-heavy, ~minutes per module).
+# `make mutation MODULES=optouts/domain/phone.py` mutates only the modules named. Report: .mutation/report.md
+MUTATION_READY := $(VENV)/.mutation-ready
+$(MUTATION_READY): $(PY_READY) requirements-mutation.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-mutation.txt
+	touch $@
+
+mutation: $(MUTATION_READY) $(NODE_READY)
+	$(BIN)/python -m devtools.mutation $(MODULES)

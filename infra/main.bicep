@@ -64,6 +64,11 @@ param acsApiVersion string = '2026-01-23'
 @description('Write an audit record for check operations too, not only for add and remove.')
 param auditChecks bool = false
 
+@description('Seconds after which an operation whose outcome was never written is indexed as unknown.')
+@minValue(1)
+@maxValue(604800)
+param auditReconcileSeconds int = 300
+
 @description('Most Flex Consumption instances.')
 @minValue(1)
 @maxValue(1000)
@@ -86,6 +91,8 @@ var requestsQueueName = 'optout-requests'
 var resultsQueueName = 'optout-results'
 var resultsContainerName = 'optout-results'
 var auditTableName = 'optoutaudit'
+var auditContainerName = 'optout-operations'
+var auditIndexQueueName = 'optout-audit-index'
 var deploymentContainerName = 'app-package'
 var acsSecretName = 'acs-connection-string'
 
@@ -137,6 +144,8 @@ module storage 'modules/storage.bicep' = {
     resultsContainerName: resultsContainerName
     deploymentContainerName: deploymentContainerName
     auditTableName: auditTableName
+    auditContainerName: auditContainerName
+    auditIndexQueueName: auditIndexQueueName
   }
 }
 
@@ -222,6 +231,9 @@ module appSettings 'modules/app-settings.bicep' = {
     resultsQueueName: resultsQueueName
     resultsContainerName: resultsContainerName
     auditTableName: auditTableName
+    auditContainerName: auditContainerName
+    auditIndexQueueName: auditIndexQueueName
+    auditReconcileSeconds: auditReconcileSeconds
     defaultSender: defaultSender
     allowedSenders: allowedSenders
     defaultRegion: toUpper(defaultRegion)

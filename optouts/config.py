@@ -25,6 +25,13 @@ DEFAULT_RESULTS_QUEUE = "optout-results"
 DEFAULT_RESULTS_CONTAINER = "optout-results"
 DEFAULT_QUEUE_TIME_BUDGET_SECONDS = 20.0
 DEFAULT_AUDIT_TABLE = "optoutaudit"
+DEFAULT_AUDIT_CONTAINER = "optout-operations"
+DEFAULT_AUDIT_INDEX_QUEUE = "optout-audit-index"
+DEFAULT_AUDIT_RECONCILE_SECONDS = 300.0
+#: Storage queues hide a message for at most 7 days.
+MAX_AUDIT_RECONCILE_SECONDS = 7 * 24 * 3600.0
+#: The storage connection the Functions host, the queues and the audit trail share.
+STORAGE_CONNECTION = "AzureWebJobsStorage"
 
 _T = TypeVar("_T")
 
@@ -53,6 +60,14 @@ class Settings:
     audit_table: str
     audit_checks: bool
     audit_writes: bool
+    audit_container: str
+    audit_index_queue: str
+    audit_reconcile_seconds: float
+    #: Whether AzureWebJobsStorage is set at all: without it the audit trail is disabled.
+    audit_storage_configured: bool
+    #: WEBSITE_AUTH_ENABLED, set by App Service when its authentication runs in front of the
+    #: app: only then are the X-MS-CLIENT-PRINCIPAL-* headers the platform's, not the caller's.
+    app_service_auth: bool
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +106,7 @@ class Settings:
             env.problem("OPTOUT_DEFAULT_SENDER",
                         "is not in OPTOUT_ALLOWED_SENDERS, so every request without a sender would be refused")
 
+        audit = AuditStorageSettings._read(env)
         region = (_text(env, "OPTOUT_DEFAULT_REGION") or DEFAULT_REGION).upper()
         if len(region) != 2 or not region.isascii() or not region.isalpha():
             env.problem("OPTOUT_DEFAULT_REGION", "must be a two-letter ISO 3166 region code such as US or GB")
@@ -103,10 +119,24 @@ class Settings:
             max_concurrency=int(_number(env, "OPTOUT_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, minimum=1)),
             max_body_bytes=int(_number(env, "OPTOUT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1024)),
             time_budget_seconds=_number(env, "OPTOUT_TIME_BUDGET_SECONDS", DEFAULT_TIME_BUDGET_SECONDS, minimum=1),
-            audit_table=_text(env, "OPTOUT_AUDIT_TABLE") or DEFAULT_AUDIT_TABLE,
+            audit_table=audit.table,
             audit_checks=_flag(env, "OPTOUT_AUDIT_CHECKS"),
             audit_writes=_flag(env, "OPTOUT_AUDIT_WRITES", default=True),
+            audit_container=audit.container,
+            audit_index_queue=audit.index_queue,
+            audit_reconcile_seconds=audit.reconcile_seconds,
+            audit_storage_configured=storage_configured(STORAGE_CONNECTION, env.mapping),
+            app_service_auth=_flag(env, "WEBSITE_AUTH_ENABLED"),
         )
+
+    @property
+    def audit_disabled_reason(self) -> str | None:
+        """Why changes are not audited, or None when they are (decided once, from settings)."""
+        if not self.audit_writes:
+            return "OPTOUT_AUDIT_WRITES is false"
+        if not self.audit_storage_configured:
+            return f"{STORAGE_CONNECTION} is not configured"
+        return None
 
     def describe(self) -> dict[str, object]:
         """What /api/health may show: the configuration's shape, never a secret."""
@@ -116,7 +146,52 @@ class Settings:
             "defaultRegion": self.default_region,
             "maxNumbers": self.max_numbers,
             "maxConcurrency": self.max_concurrency,
+            "audit": {
+                "enabled": self.audit_disabled_reason is None,
+                "disabledReason": self.audit_disabled_reason,
+                "checks": self.audit_checks,
+                "verifiedCallers": self.app_service_auth,
+            },
         }
+
+
+@dataclass(frozen=True)
+class AuditStorageSettings:
+    """Where the audit trail lives; all the indexer needs (it never reaches ACS)."""
+
+    table: str
+    container: str
+    index_queue: str
+    reconcile_seconds: float
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> AuditStorageSettings:
+        reader = _Reader(os.environ if environ is None else environ)
+        settings = cls._read(reader)
+        if reader.problems:
+            raise reader.problems[0]
+        return settings
+
+    @classmethod
+    def _read(cls, env: _Reader) -> AuditStorageSettings:
+        names = {
+            "OPTOUT_AUDIT_CONTAINER": _text(env, "OPTOUT_AUDIT_CONTAINER") or DEFAULT_AUDIT_CONTAINER,
+            "OPTOUT_AUDIT_INDEX_QUEUE": audit_index_queue_name(env.mapping),
+        }
+        for setting, name in names.items():
+            if not _STORAGE_NAME.fullmatch(name) or "--" in name:
+                env.problem(setting, "must be 3 to 63 lowercase letters, digits and single hyphens, "
+                                     "starting and ending with a letter or digit (Azure Storage naming rules)")
+        reconcile = _number(env, "OPTOUT_AUDIT_RECONCILE_SECONDS", DEFAULT_AUDIT_RECONCILE_SECONDS, minimum=1)
+        if reconcile > MAX_AUDIT_RECONCILE_SECONDS:
+            env.problem("OPTOUT_AUDIT_RECONCILE_SECONDS", f"must be at most {MAX_AUDIT_RECONCILE_SECONDS:g}")
+            reconcile = DEFAULT_AUDIT_RECONCILE_SECONDS
+        return cls(
+            table=_text(env, "OPTOUT_AUDIT_TABLE") or DEFAULT_AUDIT_TABLE,
+            container=names["OPTOUT_AUDIT_CONTAINER"],
+            index_queue=names["OPTOUT_AUDIT_INDEX_QUEUE"],
+            reconcile_seconds=reconcile,
+        )
 
 
 @dataclass(frozen=True)
@@ -170,6 +245,20 @@ def requests_queue_name(environ: Mapping[str, str] | None = None) -> str:
     return _text(os.environ if environ is None else environ, "OPTOUT_REQUESTS_QUEUE") or DEFAULT_REQUESTS_QUEUE
 
 
+def audit_index_queue_name(environ: Mapping[str, str] | None = None) -> str:
+    """The indexer's queue; read when the functions are indexed, so a module-level call."""
+    return _text(os.environ if environ is None else environ, "OPTOUT_AUDIT_INDEX_QUEUE") or DEFAULT_AUDIT_INDEX_QUEUE
+
+
+def storage_configured(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a Functions-style storage connection `name` is set in any of its shapes."""
+    env = os.environ if environ is None else environ
+    if _text(env, name) is not None:
+        return True
+    prefix = f"{name}__"
+    return any(key.startswith(prefix) and str(value).strip() for key, value in env.items())
+
+
 def all_problems(environ: Mapping[str, str] | None = None) -> list[SettingsError]:
     """What is wrong with the gateway's settings, one message per problem, never a value
     (optouts.runtime.settings_problems adds the providers'). Beyond what `from_environ`
@@ -212,6 +301,8 @@ class _Reader:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
+        #: The environment itself, for the few reads that look at more than one name.
+        self.mapping = env
         self.problems: list[SettingsError] = []
 
     def get(self, name: str, default: str = "") -> str:

@@ -17,12 +17,14 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from optouts.config import QueueSettings, Settings, SettingsError, all_problems
+from optouts.config import AuditStorageSettings, QueueSettings, Settings, SettingsError, all_problems
 from optouts.domain.problems import Problem, validation_problem
 from optouts.providers.acs.settings import AcsSettings, AuthMode
 
 if TYPE_CHECKING:
-    from optouts.audit.trail import AuditContext, AuditTrail, HistoryPage
+    from optouts.audit.callers import AuditContext
+    from optouts.audit.index import AuditIndexer
+    from optouts.audit.trail import AuditStorage, AuditTrail, HistoryPage
     from optouts.providers.acs.client import OptOutsClient
     from optouts.providers.base import Provider
     from optouts.readiness import ReadinessProbe
@@ -37,6 +39,7 @@ _acs_settings: AcsSettings | None = None
 _service: OptOutService | None = None
 _processor: QueuedRequestProcessor | None = None
 _audit_trail: AuditTrail | None = None
+_audit_indexer: AuditIndexer | None = None
 _readiness: ReadinessProbe | None = None
 _telemetry: str | None = None
 
@@ -158,7 +161,7 @@ def get_service() -> OptOutService:
         settings = get_settings()
         acs = get_acs_settings()
         # Before taking the lock, which get_audit_trail takes itself.
-        audit_trail = get_audit_trail() if settings.audit_writes else None
+        audit_trail = get_audit_trail()
         with _lock:
             if _service is None:
                 from optouts.providers.base import ProviderCredentialsError
@@ -174,18 +177,42 @@ def get_service() -> OptOutService:
 
 
 def get_audit_trail() -> AuditTrail:
-    """The audit trail; its table client is built on first write, so a storage setting
-    that is missing shows up as failed audit records, not as a failed operation."""
+    """The audit trail. Whether it is enabled is decided once, from the settings: with
+    OPTOUT_AUDIT_WRITES=false it only reads; with no AzureWebJobsStorage it is disabled."""
     global _audit_trail
     if _audit_trail is None:
         settings = get_settings()
         with _lock:
             if _audit_trail is None:
-                from optouts.audit.trail import AuditTrail, table_client
+                from optouts.audit.trail import AuditTrail
 
-                _audit_trail = AuditTrail(lambda: table_client(settings.audit_table),
-                                          include_checks=settings.audit_checks)
+                storage = _audit_storage(settings) if settings.audit_storage_configured else None
+                _audit_trail = AuditTrail(storage, include_checks=settings.audit_checks,
+                                          reconcile_delay=settings.audit_reconcile_seconds,
+                                          disabled_reason=settings.audit_disabled_reason)
     return _audit_trail
+
+
+def get_audit_indexer() -> AuditIndexer:
+    global _audit_indexer
+    if _audit_indexer is None:
+        # Its own settings only: a broken ACS setting must not stop indexing.
+        settings = AuditStorageSettings.from_environ()
+        with _lock:
+            if _audit_indexer is None:
+                from optouts.audit.index import AuditIndexer
+                from optouts.audit.trail import storage_for
+
+                storage = storage_for(container=settings.container, table=settings.table, queue=settings.index_queue)
+                _audit_indexer = AuditIndexer(storage, reconcile_delay=settings.reconcile_seconds)
+    return _audit_indexer
+
+
+def _audit_storage(settings: Settings) -> AuditStorage:
+    from optouts.audit.trail import storage_for
+
+    return storage_for(container=settings.audit_container, table=settings.audit_table,
+                       queue=settings.audit_index_queue)
 
 
 def get_queue_processor(max_dequeue_count: int) -> QueuedRequestProcessor:
@@ -245,10 +272,30 @@ def process_queue_message(message_id: str, body: bytes, dequeue_count: int, max_
 
 
 def http_audit_context(headers: Mapping[str, str], trace_id: str) -> AuditContext:
-    """Who is asking, for the audit trail, from an HTTP request's headers."""
-    from optouts.audit.trail import http_context
+    """Who is asking, for the audit trail, from an HTTP request's headers: a verified caller only
+    when App Service authentication is on (WEBSITE_AUTH_ENABLED), else what they claim."""
+    from optouts.audit.callers import http_context
 
-    return http_context(headers, trace_id)
+    return http_context(headers, trace_id, verified_headers=get_settings().app_service_auth)
+
+
+def read_operation(operation_id: str) -> dict[str, Any]:
+    """An operation's audit record; a Problem for an id that is not one, an operation never
+    accepted, or a journal that cannot be read."""
+    from azure.core.exceptions import AzureError
+
+    from optouts.audit.trail import OPERATION_ID_PATTERN, audit_unavailable_problem, describe_error
+
+    if not OPERATION_ID_PATTERN.fullmatch(operation_id):
+        raise validation_problem({"operationId": ["must be an operation id as an answer's audit object gives it"]})
+    try:
+        record = get_audit_trail().operation(operation_id)
+    except (AzureError, ValueError, KeyError, TypeError) as error:
+        _http_logger.error("audit operation record unavailable: %s", describe_error(error))
+        raise audit_unavailable_problem("the audit trail could not be read; retry later") from None
+    if record is None:
+        raise Problem(404, "OperationNotFound", "Operation not found", "no operation with this id was accepted")
+    return record
 
 
 def read_history(sender: str, raw_number: str, region: str, top: int,
@@ -324,12 +371,15 @@ def build_acs_client(settings: Settings, acs: AcsSettings) -> OptOutsClient:
 
 def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
-    global _settings, _acs_settings, _service, _processor, _audit_trail, _readiness
+    global _settings, _acs_settings, _service, _processor, _audit_trail, _audit_indexer, _readiness
     with _lock:
         service, _service, _settings, _acs_settings, _processor = _service, None, None, None, None
         _readiness = None
         audit_trail, _audit_trail = _audit_trail, None
+        indexer, _audit_indexer = _audit_indexer, None
     if service is not None:
         service.provider.close()
     if audit_trail is not None:
         audit_trail.close()
+    if indexer is not None:
+        indexer.close()

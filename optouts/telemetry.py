@@ -48,7 +48,7 @@ UPSTREAM_RETRIES = _meter.create_counter(
     "optouts.upstream.retries", unit="{retry}",
     description="Attempts of a provider call beyond its first")
 AUDIT_LAG = _meter.create_histogram(
-    "optouts.audit.trail.lag", unit="s",
+    "optouts.audit.lag", unit="s",
     description="From the provider's answer to the audit record being durable")
 QUEUE_MESSAGES = _meter.create_counter(
     "optouts.queue.messages", unit="{message}",
@@ -171,7 +171,7 @@ def record_queue_outcome(queue: str, outcome: str) -> None:
 def record_audit_lag(seconds: float, stage: str = "recorded") -> None:
     """How far the audit trail is behind the changes it records (issue 16's trail calls this
     with its own stages; `recorded` is the synchronous write before the answer)."""
-    AUDIT_LAG.record(max(0.0, seconds), {"optouts.audit.trail.stage": stage})
+    AUDIT_LAG.record(max(0.0, seconds), {"optouts.audit.stage": stage})
 
 
 def record_upstream_attempt(operation: str, seconds: float, *, status_code: int | None,

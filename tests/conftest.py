@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from devtools.acs_emulator import AcsEmulator
 from optouts.providers.acs import OptOutsClient
+
+# `make mutation` runs the property tests once per mutant: fewer examples, the same each time.
+settings.register_profile("mutation", max_examples=10, derandomize=True, deadline=None)
+if os.environ.get("HYPOTHESIS_PROFILE"):  # otherwise whatever profile is active stays (schemathesis sets its own)
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 SENDER = "+18005550100"
 OTHER_SENDER = "+18005550111"
@@ -60,12 +67,17 @@ class _KeepAll(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self.lines: list[str] = []
+        #: Records whose message could not be formatted: a bug in the log call, and text the
+        #: scan would otherwise never see. Their raw parts are scanned, and each fails the run.
+        self.unformattable: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = record.getMessage()
-        except Exception:  # a record that cannot format is not a leak
-            return
+        except Exception as error:
+            where = f"{record.pathname}:{record.lineno}"
+            self.unformattable.append(f"{record.name} at {where}: {type(error).__name__}")
+            text = f"{record.msg!r} % {record.args!r}"
         if record.exc_info and record.exc_info[1] is not None:
             text += f" {record.exc_info[1]}"
         self.lines.append(f"{record.name}: {text}")
@@ -109,11 +121,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     leaks = find_leaks(_all_logs.lines)
+    broken = _all_logs.unformattable
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(f"log scan: {len(_all_logs.lines)} log records scanned, {len(leaks)} leaks")
-    if leaks:
+        reporter.write_line(f"log scan: {len(_all_logs.lines)} log records scanned, {len(leaks)} leaks, "
+                            f"{len(broken)} that could not be formatted")
+    if leaks or broken:
         if reporter is not None:
             for leak in leaks[:20]:
                 reporter.write_line(f"LEAK {leak}")
+            for record in broken[:20]:
+                reporter.write_line(f"UNFORMATTABLE LOG RECORD {record}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

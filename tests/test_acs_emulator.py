@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import http.client
 import json
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from devtools.acs_emulator import AcsEmulator, FaultConfig, running_emulator
+from devtools.acs_emulator import AcsEmulator, FaultConfig, auth, running_emulator
 from optouts.providers.acs import signing
 
 SENDER = "+18005550100"
@@ -170,6 +171,44 @@ def test_authentication_failures_are_401_denied(acs: AcsEmulator, change: dict[s
     assert reason in body["error"]["message"]
     assert acs.access_key not in json.dumps(body)
     assert acs.opted_out(SENDER) == set()
+
+
+# The published ACS vectors (tests/test_signing.py checks the client against them too).
+_VECTOR_KEY = base64.b64decode("pw==")
+_VECTOR_DATE = "Wed, 13 Apr 2022 18:09:12 GMT"
+_VECTOR_HEADERS = {"Host": "contoso.communicationservices.azure.com", "x-ms-date": _VECTOR_DATE,
+                   "x-ms-content-sha256": "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="}
+_VECTORS = [("/", "88MDmJhUR3m5QhFxb8ztShsSwlGrg7g/6XPnWf7QEO4="),
+            ("/testPath?testQuery=yes", "il99+rd6V5O136roX/zVePCNle78HmvC4B7tu9zRH3I=")]
+
+
+@pytest.mark.parametrize(("target", "published_signature"), _VECTORS)
+def test_emulator_verifier_accepts_the_published_vectors_and_nothing_else(
+    target: str, published_signature: str
+) -> None:
+    def verify(signature: str, *, method: str = "GET", signed_target: str = target) -> None:
+        auth.authenticate(
+            method=method, target=signed_target, body=b"", decoded_key=_VECTOR_KEY, bearer_tokens=(),
+            headers={**_VECTOR_HEADERS,
+                     "Authorization": f"HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256"
+                                      f"&Signature={signature}"},
+            clock_skew_seconds=10 * 365 * 24 * 3600,  # the vectors are from 2022
+        )
+
+    verify(published_signature)
+    flipped = ("A" if published_signature[0] != "A" else "B") + published_signature[1:]
+    for wrong in (lambda: verify(flipped), lambda: verify(published_signature, method="POST"),
+                  lambda: verify(published_signature, signed_target=target + "x")):
+        with pytest.raises(auth.Denied, match="signature is not valid"):
+            wrong()
+
+
+def test_emulator_verifier_shares_no_code_with_the_client_signer() -> None:
+    """A verifier built on optouts.providers.acs.signing would accept whatever that module gets wrong."""
+    tree = ast.parse(Path(auth.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {name for name in imported if name.startswith(("optouts", "."))}, imported
 
 
 def test_date_header_is_accepted_when_x_ms_date_is_absent(acs: AcsEmulator) -> None:
@@ -329,6 +368,35 @@ def test_per_recipient_errors_do_not_change_state(acs: AcsEmulator) -> None:
     assert acs.opted_out(SENDER) == {OTHER_NUMBER}
 
 
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [(408, "Request Timeout"), (429, "Too Many Requests"), (502, "Bad Gateway"), (503, "Service Unavailable")],
+)
+def test_per_recipient_statuses_other_than_500(acs: AcsEmulator, status: int, message: str) -> None:
+    acs.seed_opt_outs(SENDER, [OTHER_NUMBER])
+    acs.faults = FaultConfig(recipient_error_rate=1.0, recipient_error_statuses=(status,))
+    answer = post(acs, "add", recipients(NUMBER, "123"))
+    assert answer[0] == 200
+    assert answer[2]["value"][0] == {"to": NUMBER, "httpStatusCode": status, "errorMessage": message}
+    assert statuses(answer) == [status, 400]
+    assert statuses(post(acs, "remove", recipients(OTHER_NUMBER))) == [status]
+    check = post(acs, "check", recipients(OTHER_NUMBER))[2]["value"][0]
+    assert check["httpStatusCode"] == status and "isOptedOut" not in check
+    assert acs.opted_out(SENDER) == {OTHER_NUMBER}
+
+
+def test_per_recipient_statuses_are_drawn_from_the_configured_set_by_seed() -> None:
+    def drawn(seed: int) -> list[int]:
+        faults = FaultConfig(recipient_error_rate=0.7, recipient_error_statuses=(408, 429, 502), seed=seed)
+        with AcsEmulator(faults=faults) as emulator:
+            return statuses(post(emulator, "check", recipients(*(f"+1425555{n:04d}" for n in range(60)))))
+
+    first = drawn(5)
+    assert first == drawn(5)
+    assert set(first) == {200, 408, 429, 502}
+    assert first != drawn(6)
+
+
 def test_faults_are_deterministic_for_a_seed() -> None:
     def outcomes() -> list[int]:
         seen: list[int] = []
@@ -385,6 +453,10 @@ def test_fault_config_rejects_nonsense() -> None:
         FaultConfig(latency_seconds=-1)
     with pytest.raises(ValueError, match="5xx"):
         FaultConfig(server_error_status=429)
+    with pytest.raises(ValueError, match="recipient_error_statuses"):
+        FaultConfig(recipient_error_statuses=(404,))
+    with pytest.raises(ValueError, match="recipient_error_statuses"):
+        FaultConfig(recipient_error_statuses=())
 
 
 # -- persistence, stats, connections, concurrency ------------------------------------------------
@@ -509,10 +581,31 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             process.stdout.close()
 
 
+def test_cli_injects_the_per_recipient_statuses_asked_for() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devtools.acs_emulator", "--port", "0", "--recipient-error-rate", "1",
+         "--recipient-error-status", "408", "--recipient-error-status", "502", "--seed", "3"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        endpoint = process.stdout.readline().rsplit(" ", 1)[1].strip()
+        access_key = process.stdout.readline().strip().split("accesskey=")[1]
+        remote = SimpleNamespace(port=int(endpoint.rsplit(":", 1)[1]), access_key=access_key)
+        answer = post(remote, "add", recipients(*(f"+1425555{n:04d}" for n in range(20))))
+        assert set(statuses(answer)) == {408, 502}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
 @pytest.mark.parametrize(
     ("arguments", "complaint"),
     [(["--host", "0.0.0.0"], "loopback"), (["--throttle-rate", "2"], "throttle_rate"),
-     (["--access-key", "not base64!"], "base64")],
+     (["--access-key", "not base64!"], "base64"),
+     (["--recipient-error-status", "404"], "recipient_error_statuses")],
 )
 def test_cli_refuses_bad_arguments(arguments: list[str], complaint: str) -> None:
     result = subprocess.run(

@@ -31,4 +31,8 @@ def test_benchmarks_run_and_render(restored_environment: None) -> None:
     assert results["bulk"]["cpu_us_per_number"] > 0 and results["bulk"]["peak_rss_mb"] > 0
     assert results["queue"]["completed"] == results["queue"]["messages"]
     assert results["queue"]["audited_completed"] == results["queue"]["messages"]
+    assert "## 6. Audit trail" in report
+    audit = results["audit"]
+    assert audit["indexed_numbers"] == audit["expected_numbers"] == 300  # every number's history was written
+    assert audit["queued"]["fully_audited"] == audit["queued"]["messages"] == audit["queued"]["completed"]
     assert '"overhead"' in to_json(results)

@@ -109,3 +109,133 @@ def test_problem_body_shape() -> None:
     body = problem_of({}, action=Operation.ADD).to_dict("00-abc-def-00")
     assert set(body) >= {"type", "title", "status", "detail", "errors", "traceId", "code"}
     json.dumps(body)
+
+
+# -- exact answers: the wording is part of the API, so it is pinned here -------------------------
+
+VALIDATION_TITLE = "One or more validation errors occurred."
+
+
+@pytest.mark.parametrize(
+    ("payload", "action", "errors"),
+    [
+        ([1], Operation.ADD, {"$": ["the body must be a JSON object"]}),
+        ({"phoneNumbers": ["1"], "x": 1}, Operation.ADD,
+         {"x": ["unknown field; expected one of phoneNumbers, reason, region, sender"]}),
+        ({"phoneNumbers": ["1"], "x": 1}, None,
+         {"x": ["unknown field; expected one of action, correlationId, phoneNumbers, reason, region, sender, "
+                "traceparent"],
+          "action": ["is required: one of add, remove, check"]}),
+        ({"phoneNumbers": ["1"], "y" * 100: 1}, Operation.ADD,
+         {"y" * 64: ["unknown field; expected one of phoneNumbers, reason, region, sender"]}),
+        ({"phoneNumbers": None}, Operation.ADD, {"phoneNumbers": ["is required: a list of phone numbers"]}),
+        ({}, None, {"action": ["is required: one of add, remove, check"],
+                    "phoneNumbers": ["is required: a list of phone numbers"]}),
+        ({"action": 5, "phoneNumbers": ["1"]}, None, {"action": ["must be one of add, remove, check"]}),
+        ({"action": "delete", "phoneNumbers": ["1"]}, None, {"action": ["must be one of add, remove, check"]}),
+        ({"phoneNumbers": ["1"], "region": "zz"}, Operation.ADD,
+         {"region": ["must be a two-letter ISO 3166 region code such as US or GB"]}),
+        ({"phoneNumbers": ["1"], "region": "USA"}, Operation.ADD, {"region": ["must be at most 2 characters"]}),
+        ({"phoneNumbers": ["1"], "reason": "x" * 501}, Operation.ADD, {"reason": ["must be at most 500 characters"]}),
+        ({"phoneNumbers": ["1"], "sender": "+" + "1" * 32}, Operation.ADD,
+         {"sender": ["must be at most 32 characters"]}),
+        ({"phoneNumbers": ["1"], "correlationId": "c" * 129, "action": "add"}, None,
+         {"correlationId": ["must be 1 to 128 characters: letters, digits, '.', '_', ':' or '-'"]}),
+        ({"phoneNumbers": [1, "2", None]}, Operation.ADD,
+         {"phoneNumbers[0]": ["must be a string"], "phoneNumbers[2]": ["must be a string"]}),
+        ({"phoneNumbers": []}, Operation.ADD, {"phoneNumbers": ["must contain at least one phone number"]}),
+        ({"phoneNumbers": "1"}, Operation.ADD, {"phoneNumbers": ["must be a list of strings"]}),
+        ({"phoneNumbers": ["1"], "reason": 5}, Operation.ADD, {"reason": ["must be a string"]}),
+    ],
+)
+def test_validation_problems_say_exactly_what_is_wrong(payload: object, action: Operation | None, errors: dict) -> None:
+    problem = problem_of(payload, action=action)
+    assert (problem.status, problem.code, problem.title) == (400, "ValidationFailed", VALIDATION_TITLE)
+    assert problem.errors == errors
+
+
+def test_too_many_numbers_says_the_limit() -> None:
+    problem = problem_of({"phoneNumbers": ["1"] * 6}, action=Operation.ADD)
+    assert (problem.status, problem.code) == (413, "TooManyPhoneNumbers")
+    assert problem.errors == {"phoneNumbers": ["at most 5 phone numbers per request"]}
+    assert parse_command({"phoneNumbers": ["1"] * 5}, SETTINGS, action=Operation.ADD).phone_numbers == ("1",) * 5
+
+
+def test_a_sender_not_allowed_is_403_with_its_wording() -> None:
+    problem = problem_of({"phoneNumbers": ["1"], "sender": "+18005550199"}, action=Operation.ADD)
+    assert (problem.status, problem.code, problem.title, problem.detail) == (
+        403, "SenderNotAllowed", "Sender not allowed", "this gateway may not manage the opt-out list of that sender")
+
+
+def test_no_sender_and_no_default_is_a_validation_problem() -> None:
+    settings = Settings.from_environ({"ACS_CONNECTION_STRING": "endpoint=http://127.0.0.1:1/;accesskey=cHc=",
+                                      "OPTOUT_ALLOWED_SENDERS": "12345"})
+    with pytest.raises(Problem) as raised:
+        parse_command({"phoneNumbers": ["1"]}, settings, action=Operation.ADD)
+    assert raised.value.errors == {"sender": ["is required: no OPTOUT_DEFAULT_SENDER is configured"]}
+    # A short code is compared as written (trimmed), not as a phone number.
+    command = parse_command({"phoneNumbers": ["1"], "sender": " 12345 "}, settings, action=Operation.ADD)
+    assert command.sender == "12345"
+
+
+def test_optional_text_is_trimmed_and_blank_is_absent() -> None:
+    command = parse_command(
+        {"action": " ADD ", "phoneNumbers": ["1"], "reason": "  ticket 7  ", "correlationId": "   ",
+         "region": " gb "}, SETTINGS)
+    assert (command.action, command.reason, command.correlation_id, command.region) == (
+        Operation.ADD, "ticket 7", None, "GB")
+    exact = parse_command({"phoneNumbers": ["1"], "reason": "r" * 500, "sender": "+1 800 555 0100"},
+                          SETTINGS, action=Operation.CHECK)
+    assert (exact.reason, exact.sender, exact.action) == ("r" * 500, "+18005550100", Operation.CHECK)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "title", "detail"),
+    [
+        (b"", 400, "EmptyBody", "Invalid request body", "the request body is empty; send a JSON object"),
+        (b" \n", 400, "EmptyBody", "Invalid request body", "the request body is empty; send a JSON object"),
+        (b"\xff", 400, "InvalidEncoding", "Invalid request body", "the body is not valid UTF-8"),
+        (b'"\\ud800"', 400, "InvalidEncoding", "Invalid request body",
+         "the JSON escapes a lone UTF-16 surrogate, which is not a character"),
+        (b'{"a": "\\uDC00"}', 400, "InvalidEncoding", "Invalid request body",
+         "the JSON escapes a lone UTF-16 surrogate, which is not a character"),
+        (b"x" * 101, 413, "BodyTooLarge", "Payload too large", "the body is larger than 100 bytes"),
+        (b"{", 400, "InvalidJson", "Invalid request body",
+         "the body is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"),
+    ],
+)
+def test_decode_json_problems_are_exact(body: bytes, status: int, code: str, title: str, detail: str) -> None:
+    with pytest.raises(Problem) as raised:
+        decode_json(body, max_bytes=100)
+    assert (raised.value.status, raised.value.code, raised.value.title, raised.value.detail) == (
+        status, code, title, detail)
+
+
+def test_decode_json_limits_are_inclusive_and_pairs_are_text() -> None:
+    assert decode_json(b"[" + b"1," * 48 + b"1]", max_bytes=100) == [1] * 49  # exactly 99 bytes
+    assert decode_json(b'"' + b"a" * 98 + b'"', max_bytes=100) == "a" * 98  # exactly 100 bytes
+    assert decode_json(b'"\\ud83d\\ude00"', max_bytes=100) == "\U0001F600"  # a surrogate pair is a character
+    with pytest.raises(Problem) as raised:
+        decode_json(b"[" * 3000 + b"]" * 3000, max_bytes=10_000)
+    assert (raised.value.status, raised.value.code, raised.value.title, raised.value.detail) == (
+        400, "InvalidJson", "Invalid request body", "the JSON is nested too deeply")
+
+
+@pytest.mark.parametrize(
+    ("allowed", "sent", "accepted"),
+    [
+        ("12345", "12-345", False),  # a short code compares as written, separators and all
+        ("12345", " 12345 ", True),
+        ("+18005550100", "+1X8005550100", False),  # a letter is not a separator
+        ("+18005550100", "+1 (800) 555-0100", True),
+    ],
+)
+def test_senders_compare_as_e164_only_when_they_are_numbers(allowed: str, sent: str, accepted: bool) -> None:
+    settings = Settings.from_environ({"ACS_CONNECTION_STRING": "endpoint=http://127.0.0.1:1/;accesskey=cHc=",
+                                      "OPTOUT_ALLOWED_SENDERS": allowed})
+    if accepted:
+        assert parse_command({"phoneNumbers": ["1"], "sender": sent}, settings, action=Operation.ADD).sender
+    else:
+        with pytest.raises(Problem) as raised:
+            parse_command({"phoneNumbers": ["1"], "sender": sent}, settings, action=Operation.ADD)
+        assert raised.value.code == "SenderNotAllowed"

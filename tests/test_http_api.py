@@ -81,6 +81,7 @@ def test_indexed_function_metadata() -> None:
         "GetOptOutStatus": ("optouts/{phoneNumber}", ["GET"]),
         "GetOptOutHistory": ("optouts/{phoneNumber}/history", ["GET"]),
         "Health": ("health", ["GET"]),
+        "GetOperation": ("operations/{operationId}", ["GET"]),
         "Readiness": ("health/ready", ["GET"]),
     }
     functions = registered_functions()
@@ -91,7 +92,9 @@ def test_indexed_function_metadata() -> None:
         assert str(trigger.auth_level.value if hasattr(trigger.auth_level, "value") else trigger.auth_level).upper() == "FUNCTION"
     queue_trigger = functions["ProcessOptOutRequest"].get_trigger()  # type: ignore[attr-defined]
     assert (queue_trigger.queue_name, queue_trigger.connection) == ("optout-requests", "AzureWebJobsStorage")
-    assert set(functions) == set(expected) | {"ProcessOptOutRequest", "OpenApiDocument"}
+    index_trigger = functions["IndexAuditTrail"].get_trigger()  # type: ignore[attr-defined]
+    assert (index_trigger.queue_name, index_trigger.connection) == ("optout-audit-index", "AzureWebJobsStorage")
+    assert set(functions) == set(expected) | {"ProcessOptOutRequest", "OpenApiDocument", "IndexAuditTrail"}
 
 
 def test_remove_reports_every_number_in_order(gateway_env: AcsEmulator) -> None:

@@ -27,10 +27,11 @@ from optouts.domain import commands
 REPO = Path(__file__).resolve().parent.parent
 CONNECTOR = REPO / "connector"
 OPERATION_IDS = {"RemoveOptOutNumbers", "AddOptOutNumbers", "CheckOptOutNumbers", "GetOptOutStatus",
-                 "GetOptOutHistory", "GetGatewayReadiness"}
+                 "GetAuditOperation", "GetOptOutHistory", "GetGatewayReadiness"}
 ERRORS_EVERY_OPERATION_DECLARES = {"400", "401", "403", "502", "503"}
 # Readiness acts for no sender and calls ACS only to check it: no 403 or 502, a 503 that says why.
-ERRORS_DECLARED_BY = {"GetGatewayReadiness": {"400", "401", "503"}}
+# Reading the gateway's own audit records involves neither a sender's list nor ACS.
+ERRORS_DECLARED_BY = {"GetGatewayReadiness": {"400", "401", "503"}, "GetAuditOperation": {"400", "401", "404", "503"}}
 # Only a request with a body can be too large or of the wrong media type.
 ERRORS_ONLY_BODIES_CAUSE = {"413", "415"}
 # Words Title Case leaves in lower case unless they open the summary.

@@ -16,6 +16,7 @@ from .test_http_api import assert_problem, body_of, call, gateway_env  # noqa: F
     ("GetOptOutHistory", {"phoneNumber": "+14255550100"}, {"page": "2"}, "page"),
     ("Health", {}, {"verbose": "1"}, "verbose"),
     ("Readiness", {}, {"refresh": "true"}, "refresh"),
+    ("GetOperation", {"operationId": "0" * 32}, {"verbose": "1"}, "verbose"),
 ])
 def test_unknown_query_parameters_are_400(gateway_env: AcsEmulator, function: str, route_params: dict[str, str],
                                           params: dict[str, str], unknown: str) -> None:

@@ -135,9 +135,12 @@ def test_per_number_codes_come_from_the_provider_else_neutral_ones() -> None:
                        ("failed", "UpstreamUnavailable"), ("succeeded", None)]
     assert report.results[2].error is not None and report.results[2].error.message == "no details from the provider"
     assert report.has_transient_failures and report.transient_failure_code == "UpstreamUnavailable"
+    from optouts.domain.reports import unavailable_code
+    assert [unavailable_code(c) for c in ("AwsThrottled", "AwsUnavailable", "AwsRemovalTooSoon")] == [
+        "AwsUnavailable", "AwsUnavailable", "AwsRemovalTooSoon"]
 
 
-def test_a_report_of_only_throttled_numbers_is_summed_up_as_throttled() -> None:
+def test_a_report_of_only_throttled_numbers_is_summed_up_as_unavailable() -> None:
     throttled = {"+14255550100": RecipientResult("+14255550100", RecipientOutcome.FAILED, 429, "slow",
                                                  error_code="AcsThrottled")}
     ok = {"+14255550101": RecipientResult("+14255550101", RecipientOutcome.SUCCEEDED, 200)}
@@ -147,7 +150,7 @@ def test_a_report_of_only_throttled_numbers_is_summed_up_as_throttled() -> None:
         clean = service.execute(command(Operation.ADD, "+14255550101"))
     finally:
         fake.close()
-    assert report.transient_failure_code == "AcsThrottled"
+    assert report.transient_failure_code == "AcsUnavailable"  # as the queue has always answered
     assert not clean.has_transient_failures and clean.transient_failure_code is None
 
 

@@ -43,7 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--server-error-rate", type=float, default=0.0, help="fraction of calls answered 5xx")
     faults.add_argument("--server-error-status", type=int, default=503)
     faults.add_argument("--recipient-error-rate", type=float, default=0.0,
-                        help="fraction of recipients answered with a per-recipient 500")
+                        help="fraction of recipients answered with a per-recipient error")
+    faults.add_argument("--recipient-error-status", type=int, action="append", dest="recipient_error_statuses",
+                        help="a per-recipient error status: 408, 429, 500, 502, 503 or 504 (repeatable: each "
+                             "failed recipient gets one of them at random; default: 500)")
     faults.add_argument("--hang-ms", type=float, default=0.0, help="every call waits this long first")
     faults.add_argument("--seed", type=int, default=0)
     return parser
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
             server_error_rate=args.server_error_rate,
             server_error_status=args.server_error_status,
             recipient_error_rate=args.recipient_error_rate,
+            recipient_error_statuses=tuple(args.recipient_error_statuses or (500,)),
             hang_seconds=args.hang_ms / 1000,
             seed=args.seed,
         )

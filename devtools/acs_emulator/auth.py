@@ -1,9 +1,15 @@
-"""Checks a request's credentials the way ACS does: HMAC-SHA256 or a bearer token."""
+"""Checks a request's credentials the way ACS does: HMAC-SHA256 or a bearer token.
+
+The HMAC check is written here from ACS's documented algorithm, on purpose without
+`optouts.providers.acs.signing`: an emulator that verified with the client's own code would accept
+whatever that code got wrong. tests/test_acs_emulator.py keeps the two apart.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import secrets
 import time
@@ -11,10 +17,10 @@ from collections.abc import Collection, Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
-from optouts.providers.acs import signing
-
 HMAC_SCHEME = "HMAC-SHA256 "
 BEARER_SCHEME = "Bearer "
+#: The headers ACS requires in the signature, in the order they are joined.
+REQUIRED_SIGNED_HEADERS = ("x-ms-date", "host", "x-ms-content-sha256")
 
 
 class Denied(Exception):
@@ -55,9 +61,11 @@ def authenticate(
     if not authorization.startswith(HMAC_SCHEME):
         raise Denied("missing or unsupported Authorization header (expected HMAC-SHA256 or Bearer)")
     fields = _hmac_fields(authorization[len(HMAC_SCHEME):])
-    if fields.get("SignedHeaders", "").lower() != signing.SIGNED_HEADERS:
-        raise Denied(f"SignedHeaders must be {signing.SIGNED_HEADERS}")
-    if not fields.get("Signature"):
+    signed_headers = fields.get("SignedHeaders", "")
+    if tuple(signed_headers.lower().split(";")) != REQUIRED_SIGNED_HEADERS:
+        raise Denied(f"SignedHeaders must be {';'.join(REQUIRED_SIGNED_HEADERS)}")
+    claimed_signature = fields.get("Signature")
+    if not claimed_signature:
         raise Denied("the Authorization header has no Signature")
     date = headers.get("x-ms-date") or headers.get("Date")
     if not date:
@@ -69,10 +77,17 @@ def authenticate(
     if claimed_hash is None:
         raise Denied("the x-ms-content-sha256 header is missing")
     _check_freshness(date, clock_skew_seconds)
-    if not hmac.compare_digest(claimed_hash.encode(), signing.content_sha256(body).encode()):
+    actual_hash = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
+    if not hmac.compare_digest(claimed_hash.encode(), actual_hash.encode()):
         raise Denied("x-ms-content-sha256 does not match the body received")
-    expected = signing.signature(decoded_key, signing.string_to_sign(method, target, date, host, claimed_hash))
-    if not hmac.compare_digest(expected.encode(), fields["Signature"].encode()):
+    # The string to sign: the verb, the path and query as received, then the signed
+    # headers' values in SignedHeaders order, joined by ";".
+    signed_values = {"x-ms-date": date, "host": host, "x-ms-content-sha256": actual_hash}
+    string_to_sign = "\n".join(
+        (method.upper(), target, ";".join(signed_values[name] for name in REQUIRED_SIGNED_HEADERS))
+    )
+    expected = base64.b64encode(hmac.new(decoded_key, string_to_sign.encode("utf-8"), hashlib.sha256).digest())
+    if not hmac.compare_digest(expected, claimed_signature.encode()):
         raise Denied("the request signature is not valid (wrong key or signed content)")
 
 

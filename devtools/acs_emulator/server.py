@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 from devtools.azure_standins.certificate import LocalCertificate
 
 from . import auth
-from .faults import FaultConfig, FaultDice
+from .faults import RECIPIENT_ERROR_MESSAGES, FaultConfig, FaultDice
 from .stats import OPERATIONS, CallStats
 from .store import OptOutStore
 
@@ -261,8 +261,9 @@ class AcsEmulator:
             if not E164.match(number):
                 answers.append({"to": number, "httpStatusCode": 400,
                                 "errorMessage": "Invalid recipient phone number format"})
-            elif failed:
-                answers.append({"to": number, "httpStatusCode": 500, "errorMessage": "Internal Server Error"})
+            elif failed is not None:
+                answers.append({"to": number, "httpStatusCode": failed,
+                                "errorMessage": RECIPIENT_ERROR_MESSAGES[failed]})
             else:
                 answers.append({"to": number, "httpStatusCode": 200})
                 accepted.append(number)

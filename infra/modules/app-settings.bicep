@@ -37,6 +37,9 @@ param requestsQueueName string
 param resultsQueueName string
 param resultsContainerName string
 param auditTableName string
+param auditContainerName string
+param auditIndexQueueName string
+param auditReconcileSeconds int
 
 param defaultSender string
 param allowedSenders string
@@ -88,6 +91,11 @@ var commonSettings = {
   OPTOUT_AUDIT_TABLE: auditTableName
   OPTOUT_AUDIT_CHECKS: auditChecks ? 'true' : 'false'
   OPTOUT_AUDIT_WRITES: 'true'
+  OPTOUT_AUDIT_CONTAINER: auditContainerName
+  OPTOUT_AUDIT_INDEX_QUEUE: auditIndexQueueName
+  OPTOUT_AUDIT_RECONCILE_SECONDS: string(auditReconcileSeconds)
+  // WEBSITE_AUTH_ENABLED is not set here: App Service sets it when its authentication runs,
+  // and only then does the audit trail treat X-MS-CLIENT-PRINCIPAL-* as verified.
   OPTOUT_TRUSTED_FORWARDERS: trustedForwarders
 }
 

@@ -1,5 +1,6 @@
 // The storage account behind AzureWebJobsStorage, the gateway's queues, its results
-// container, its audit table and the Flex Consumption deployment package.
+// container, its audit trail (operations container, index queue, history table) and the
+// Flex Consumption deployment package.
 // Shared keys are switched off: every client (Functions host, the app's own SDK calls,
 // the deployment) authenticates with Entra ID, so there is no account key to leak.
 
@@ -19,8 +20,14 @@ param resultsContainerName string
 @description('Blob container holding the Flex Consumption deployment package.')
 param deploymentContainerName string
 
-@description('Table the gateway writes its audit records to.')
+@description('Table of the audit trail\'s per-number history, written by the indexer.')
 param auditTableName string
+
+@description('Blob container of the audit trail\'s operation records (intent and outcome, one blob each).')
+param auditContainerName string
+
+@description('Queue that feeds the audit trail\'s indexer.')
+param auditIndexQueueName string
 
 @description('Days deleted blobs and containers stay recoverable.')
 @minValue(1)
@@ -85,6 +92,15 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+// The audit trail's operation records: compliance data, so private and never public.
+resource auditContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: auditContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -93,7 +109,13 @@ resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-0
 // The poison queue is created up front too: the Functions host would create it lazily,
 // but monitoring and alerting on it should not depend on a first failure.
 resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [
-  for queueName in [requestsQueueName, resultsQueueName, '${requestsQueueName}-poison']: {
+  for queueName in [
+    requestsQueueName
+    resultsQueueName
+    '${requestsQueueName}-poison'
+    auditIndexQueueName
+    '${auditIndexQueueName}-poison'
+  ]: {
     parent: queueService
     name: queueName
   }
@@ -113,6 +135,13 @@ output name string = storage.name
 output id string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output deploymentContainerUrl string = '${storage.properties.primaryEndpoints.blob}${deploymentContainer.name}'
-output queueNames array = [requestsQueueName, resultsQueueName, '${requestsQueueName}-poison']
+output queueNames array = [
+  requestsQueueName
+  resultsQueueName
+  '${requestsQueueName}-poison'
+  auditIndexQueueName
+  '${auditIndexQueueName}-poison'
+]
+output auditContainerName string = auditContainer.name
 output auditTableName string = auditTable.name
 output resultsContainerName string = resultsContainer.name

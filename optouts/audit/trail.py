@@ -1,21 +1,23 @@
-"""The audit trail: who changed which number's opt-out state, when, and why.
+"""The audit trail: a write-ahead journal of operations, and the per-number history built from it.
 
-ACS keeps no history of its opt-out list. Every add and remove that reaches ACS (and every
-check when OPTOUT_AUDIT_CHECKS=true) appends one record per distinct number to Azure Table
-Storage; `GET /api/optouts/{phoneNumber}/history` reads them back, newest first.
+Every audited operation is journalled in a bounded number of writes, whatever its size
+(docs/audit.md has the formats and the guarantee):
 
-Keys (docs/audit.md): PartitionKey = SHA-256 of `{sender}|{E.164}`, so one number's history is
-a single-partition query and no phone number appears in a request URL (HTTP libraries log
-those); RowKey = inverted UTC ticks + a uuid, so newest sorts first and two instances writing
-the same number in the same tick never collide.
+1. before ACS is called: a delayed *reconcile* message on the index queue, then the operation's
+   *intent* as one blob, `{operationId}/intent.json` (who, when, what: every number asked).
+   If either write fails the change is refused (503 `AuditUnavailable`): fail closed;
+2. once ACS answered: the *outcome* as one blob, `{operationId}/outcome.json`, then an *index*
+   message with no delay;
+3. the indexer (`optouts.audit.index`) turns the blobs into one history entity per number, in
+   Table entity-group transactions. A worker that died before step 2 leaves the reconcile message:
+   the indexer then records what was asked with the outcome `unknown`, and an outcome written
+   later replaces those entities (same keys).
 
-Writing must never hold the caller's answer hostage: records are written in parallel on a
-small per-process pool and the caller waits at most `time_budget` seconds; what was not
-confirmed by then is counted as failed, logged with masked numbers, and reported in the
-answer (`"audit": {"recorded": n, "failed": m}`). No transactions: a transaction is limited
-to one partition, and one operation writes each (sender, number) partition exactly once.
-
-azure-data-tables is imported on first use only: indexing the app does not need it.
+History keys: PartitionKey = one of `HISTORY_BUCKETS` buckets of the number's hash, so batches of
+up to 100 entities share a partition; RowKey = `{hash}_{inverted ticks of the accepted time}_{operation
+id}`, so one number's history is a single-partition range query, newest first, and re-indexing an
+operation writes exactly the same keys. The hash (SHA-256 of `{sender}|{E.164}`) keeps phone numbers
+out of request URLs, which HTTP libraries and proxies log.
 """
 
 from __future__ import annotations
@@ -25,143 +27,272 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import orjson
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError, ServiceResponseError
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.storage.blob import ContainerClient
+from azure.storage.queue import QueueClient
+
+from optouts.audit.callers import AuditContext
 from optouts.azure.storage import (
+    blob_container_client,
     connection_string,
     identity_credential,
+    queue_client,
     service_url,
     transport_options,
 )
-from optouts.config import SettingsError
-
-# Part of this module's interface too (the history API's page sizes).
-from optouts.domain.limits import DEFAULT_PAGE_SIZE as DEFAULT_PAGE_SIZE
-from optouts.domain.limits import MAX_PAGE_SIZE as MAX_PAGE_SIZE
-from optouts.domain.phone import mask
-
-if TYPE_CHECKING:
-    from azure.data.tables import TableClient
-
-    from optouts.domain.commands import OptOutCommand
-    from optouts.domain.reports import OperationReport
+from optouts.config import STORAGE_CONNECTION, SettingsError
+from optouts.domain.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OPERATION_ID_REGEX  # noqa: F401 - part of this module's interface
+from optouts.domain.problems import Problem
 
 _logger = logging.getLogger(__name__)
 
-#: The longest the caller's answer waits for its audit records.
-DEFAULT_TIME_BUDGET_SECONDS = 10.0
-#: Table calls in flight at once, per process (shared by all operations).
-DEFAULT_MAX_CONCURRENCY = 8
-#: Principal names come from a header: kept, but not without limit.
-MAX_CALLER_LENGTH = 256
-#: A continuation token is the last RowKey of the previous page.
-_ROW_KEY_PATTERN = re.compile(r"[0-9]{19}_[0-9a-f]{32}")
-#: HTTP callers authenticated only by a function key: the host does not say which key.
-FUNCTION_KEY_CALLER = "function-key"
-PRINCIPAL_NAME_HEADER = "x-ms-client-principal-name"
-PRINCIPAL_ID_HEADER = "x-ms-client-principal-id"
+#: Fixed for the life of a table: readers find a number's partition from it.
+HISTORY_BUCKETS = 16
+#: Table Storage's limit on one entity-group transaction.
+MAX_BATCH_ENTITIES = 100
+#: Storage calls an operation waits on: bounded, so a hanging account fails in seconds.
+STORAGE_TIMEOUT_SECONDS = 10.0
+AUDIT_RETRY_AFTER_SECONDS = 30
+BATCH_ATTEMPTS = 3
+#: The journal's format version, in every blob and message.
+FORMAT_VERSION = 1
+
+INTENT_BLOB = "intent.json"
+OUTCOME_BLOB = "outcome.json"
+INDEX_BLOB = "index.json"
+
+OPERATION_ID_PATTERN = re.compile(OPERATION_ID_REGEX)
+#: A continuation token is the part of the last RowKey after the number's hash.
+_CONTINUATION_PATTERN = re.compile(r"[0-9]{19}_[0-9a-f]{32}")
+_HASH_LENGTH = 64
 
 # .NET DateTime ticks (100 ns since 0001-01-01): the convention Table Storage tools read.
 _MAX_TICKS = 3_155_378_975_999_999_999
 _TICKS_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
-_MASKED_IN_LOGS = 5
+
+OUTCOMES = ("succeeded", "invalid", "failed", "unknown")
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+
+def number_hash(sender: str, phone_number: str) -> str:
+    return hashlib.sha256(f"{sender}|{phone_number}".encode()).hexdigest()
+
+
+def partition_for(hashed: str) -> str:
+    return f"{int(hashed[:8], 16) % HISTORY_BUCKETS:02d}"
+
+
+def inverted_ticks(instant: datetime) -> str:
+    ticks = (instant - _TICKS_EPOCH) // _ONE_MICROSECOND * 10
+    return f"{_MAX_TICKS - ticks:019d}"
+
+
+def history_keys(sender: str, phone_number: str, accepted_at: datetime, operation_id: str) -> tuple[str, str]:
+    hashed = number_hash(sender, phone_number)
+    return partition_for(hashed), f"{hashed}_{inverted_ticks(accepted_at)}_{operation_id}"
+
+
+def new_operation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def blob_name(operation_id: str, part: str) -> str:
+    return f"{operation_id}/{part}"
+
+
+def _iso(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: Any) -> datetime:
+    if not isinstance(text, str):
+        raise ValueError("not a timestamp")
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+# -- the journal's records ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OperationIntent:
+    """What was asked, persisted before ACS is called."""
+
+    operation_id: str
+    accepted_at: datetime
+    action: str
+    sender: str
+    #: Every distinct number sent to ACS, in E.164, in the order asked.
+    numbers: tuple[str, ...]
+    context: AuditContext
+    reason: str | None
+    #: Inputs that were not phone numbers: never sent to ACS, so not in the history.
+    invalid_inputs: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.context
+        return {
+            "version": FORMAT_VERSION, "operationId": self.operation_id, "acceptedAt": _iso(self.accepted_at),
+            "action": self.action, "sender": self.sender, "channel": c.channel, "caller": c.caller,
+            "callerId": c.caller_id, "callerVerified": c.verified, "claimedCaller": c.claimed_caller,
+            "claimedCallerId": c.claimed_caller_id, "correlationId": c.correlation_id, "traceId": c.trace_id,
+            "reason": self.reason, "invalidInputs": self.invalid_inputs, "numbers": list(self.numbers),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> OperationIntent:
+        context = AuditContext(
+            channel=str(data["channel"]), caller=str(data["caller"]), correlation_id=str(data["correlationId"]),
+            caller_id=data.get("callerId"), verified=bool(data.get("callerVerified")),
+            claimed_caller=data.get("claimedCaller"), claimed_caller_id=data.get("claimedCallerId"),
+            trace_id=data.get("traceId"),
+        )
+        numbers = data["numbers"]
+        if not isinstance(numbers, list) or not all(isinstance(n, str) for n in numbers):
+            raise ValueError("numbers must be a list of strings")
+        return cls(str(data["operationId"]), _parse_time(data["acceptedAt"]), str(data["action"]),
+                   str(data["sender"]), tuple(numbers), context, data.get("reason"),
+                   int(data.get("invalidInputs") or 0))
 
 
 @dataclass(frozen=True, slots=True)
-class AuditContext:
-    """Who asked and through which door; the same for every number of one operation."""
-
-    channel: str  # http | queue
-    caller: str
-    correlation_id: str
-    caller_id: str | None = None
+class NumberOutcome:
+    status: str  # succeeded | invalid | failed | unknown
+    upstream_status: int | None = None
+    error_code: str | None = None
+    opted_out: bool | None = None
 
 
-def http_context(headers: Mapping[str, str], trace_id: str) -> AuditContext:
-    """The Entra principal App Service authentication vouches for, else "function-key".
-
-    App Service authentication strips these headers from incoming requests and sets them itself;
-    without it in front of the app, a caller holding a function key could write any name here."""
-    name = _header_text(headers.get(PRINCIPAL_NAME_HEADER))
-    principal_id = _header_text(headers.get(PRINCIPAL_ID_HEADER))
-    return AuditContext("http", name or principal_id or FUNCTION_KEY_CALLER, trace_id, principal_id)
+UNKNOWN = NumberOutcome("unknown")
 
 
-def queue_context(queue_name: str, correlation_id: str) -> AuditContext:
-    return AuditContext("queue", queue_name, correlation_id)
+@dataclass(frozen=True)
+class OperationOutcome:
+    """What ACS answered, one entry per number of the intent, in the intent's order."""
 
+    completed_at: datetime
+    outcomes: tuple[NumberOutcome, ...]
+    #: Set when ACS answered for no number at all (the whole operation failed).
+    error_code: str | None = None
 
-def _header_text(value: str | None) -> str | None:
-    text = (value or "").strip()[:MAX_CALLER_LENGTH]
-    return text or None
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for outcome in self.outcomes:
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        return counts
+
+    def to_json(self, operation_id: str) -> dict[str, Any]:
+        return {
+            "version": FORMAT_VERSION, "operationId": operation_id, "completedAt": _iso(self.completed_at),
+            "errorCode": self.error_code, "counts": self.counts(),
+            # Compact: [status, upstream status, error code, opted out], aligned with the intent's numbers.
+            "outcomes": [[o.status, o.upstream_status, o.error_code, o.opted_out] for o in self.outcomes],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], expected: int) -> OperationOutcome:
+        rows = data["outcomes"]
+        if not isinstance(rows, list) or len(rows) != expected:
+            raise ValueError("the outcome does not match the intent's numbers")
+        outcomes = []
+        for status, upstream, error_code, opted_out in rows:
+            outcomes.append(NumberOutcome(str(status) if status in OUTCOMES else "unknown",
+                                          int(upstream) if upstream is not None else None,
+                                          error_code, opted_out))
+        return cls(_parse_time(data["completedAt"]), tuple(outcomes), data.get("errorCode"))
 
 
 @dataclass(frozen=True, slots=True)
-class AuditRecord:
-    occurred_at: datetime
+class AuditReceipt:
+    """The answer's `audit` object."""
+
+    status: str  # accepted | disabled
+    operation_id: str | None = None
+    accepted_at: datetime | None = None
+    outcome_recorded: bool = False
+    disabled_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.status == "disabled":
+            return {"status": "disabled", "reason": self.disabled_reason}
+        assert self.accepted_at is not None  # nosec B101 - accepted receipts always carry it
+        return {"status": "accepted", "operationId": self.operation_id,
+                "acceptedAt": _iso(self.accepted_at), "outcomeRecorded": self.outcome_recorded}
+
+
+# -- history records --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    occurred_at: datetime  # when the gateway accepted the operation: the order of the history
+    operation_id: str
     action: str
     sender: str
     phone_number: str
-    outcome: str  # succeeded | failed | invalid (refused by ACS)
+    outcome: str
     upstream_status: int | None
     error_code: str | None
     opted_out: bool | None
     caller: str
     caller_id: str | None
+    caller_verified: bool
+    claimed_caller: str | None
+    claimed_caller_id: str | None
     channel: str
     correlation_id: str
+    trace_id: str | None
     reason: str | None
 
-    @property
-    def partition_key(self) -> str:
-        return partition_key(self.sender, self.phone_number)
-
     def to_entity(self) -> dict[str, Any]:
+        partition, row = history_keys(self.sender, self.phone_number, self.occurred_at, self.operation_id)
         properties = {
-            "PartitionKey": self.partition_key,
-            "RowKey": row_key(self.occurred_at),
-            "OccurredAt": self.occurred_at,
-            "Action": self.action,
-            "Sender": self.sender,
-            "PhoneNumber": self.phone_number,
-            "Outcome": self.outcome,
-            "UpstreamStatus": self.upstream_status,
-            "ErrorCode": self.error_code,
-            "OptedOut": self.opted_out,
-            "Caller": self.caller,
-            "CallerId": self.caller_id,
-            "Channel": self.channel,
-            "CorrelationId": self.correlation_id,
+            "PartitionKey": partition, "RowKey": row, "OccurredAt": self.occurred_at,
+            "OperationId": self.operation_id, "Action": self.action, "Sender": self.sender,
+            "PhoneNumber": self.phone_number, "Outcome": self.outcome, "UpstreamStatus": self.upstream_status,
+            "ErrorCode": self.error_code, "OptedOut": self.opted_out, "Caller": self.caller,
+            "CallerId": self.caller_id, "CallerVerified": self.caller_verified,
+            "ClaimedCaller": self.claimed_caller, "ClaimedCallerId": self.claimed_caller_id,
+            "Channel": self.channel, "CorrelationId": self.correlation_id, "TraceId": self.trace_id,
             "Reason": self.reason,
         }
         # An absent property, not a null one: Table Storage has no null.
         return {name: value for name, value in properties.items() if value is not None}
 
     @classmethod
-    def from_entity(cls, entity: Mapping[str, Any]) -> AuditRecord:
+    def from_entity(cls, entity: Mapping[str, Any]) -> HistoryRecord:
         occurred_at = entity.get("OccurredAt")
         if not isinstance(occurred_at, datetime):
             occurred_at = _TICKS_EPOCH
         upstream = entity.get("UpstreamStatus")
         return cls(
             occurred_at=occurred_at.astimezone(UTC),
+            operation_id=str(entity.get("OperationId", "")),
             action=str(entity.get("Action", "")),
             sender=str(entity.get("Sender", "")),
             phone_number=str(entity.get("PhoneNumber", "")),
-            outcome=str(entity.get("Outcome", "")),
+            outcome=str(entity.get("Outcome", "unknown")),
             upstream_status=int(upstream) if upstream is not None else None,
             error_code=entity.get("ErrorCode"),
             opted_out=entity.get("OptedOut"),
             caller=str(entity.get("Caller", "")),
             caller_id=entity.get("CallerId"),
+            caller_verified=bool(entity.get("CallerVerified", False)),
+            claimed_caller=entity.get("ClaimedCaller"),
+            claimed_caller_id=entity.get("ClaimedCallerId"),
             channel=str(entity.get("Channel", "")),
             correlation_id=str(entity.get("CorrelationId", "")),
+            trace_id=entity.get("TraceId"),
             reason=entity.get("Reason"),
         )
 
@@ -169,6 +300,7 @@ class AuditRecord:
         """The API's shape: every field present, null when not known, so flows see one shape."""
         return {
             "occurredAt": self.occurred_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "operationId": self.operation_id,
             "action": self.action,
             "sender": self.sender,
             "phoneNumber": self.phone_number,
@@ -178,65 +310,33 @@ class AuditRecord:
             "optedOut": self.opted_out,
             "caller": self.caller,
             "callerId": self.caller_id,
+            "callerVerified": self.caller_verified,
+            "claimedCaller": self.claimed_caller,
+            "claimedCallerId": self.claimed_caller_id,
             "channel": self.channel,
             "correlationId": self.correlation_id,
+            "traceId": self.trace_id,
             "reason": self.reason,
         }
 
 
-def partition_key(sender: str, phone_number: str) -> str:
-    """Hashed: a query's filter travels in the URL, which HTTP libraries and proxies log; and
-    key characters Table Storage forbids (/ \\ # ?) cannot appear in whatever a sender id holds."""
-    return hashlib.sha256(f"{sender}|{phone_number}".encode()).hexdigest()
-
-
-def row_key(occurred_at: datetime) -> str:
-    """Inverted ticks sort the newest record first; the uuid keeps concurrent writers apart."""
-    ticks = (occurred_at - _TICKS_EPOCH) // _ONE_MICROSECOND * 10
-    return f"{_MAX_TICKS - ticks:019d}_{uuid.uuid4().hex}"
-
-
-def records_for(command: OptOutCommand, report: OperationReport, context: AuditContext,
-                occurred_at: datetime | None = None) -> list[AuditRecord]:
-    """One record per distinct number sent to ACS (the client sends each once); numbers
-    that never reached ACS (unparseable) have no E.164 and are left out."""
-    when = occurred_at or datetime.now(UTC)
-    seen: set[str] = set()
-    records: list[AuditRecord] = []
-    for result in report.results:
-        if result.phone_number is None or result.phone_number in seen:
-            continue
-        seen.add(result.phone_number)
-        records.append(AuditRecord(
-            occurred_at=when,
-            action=report.action.value,
-            sender=report.sender,
-            phone_number=result.phone_number,
-            outcome=result.status,
-            upstream_status=result.upstream_status,
-            error_code=result.error.code if result.error else None,
-            opted_out=result.opted_out,
-            caller=context.caller,
-            caller_id=context.caller_id,
-            channel=context.channel,
-            correlation_id=context.correlation_id,
-            reason=command.reason,
-        ))
-    return records
-
-
-@dataclass(frozen=True, slots=True)
-class AuditOutcome:
-    recorded: int
-    failed: int
-
-    def to_dict(self) -> dict[str, int]:
-        return {"recorded": self.recorded, "failed": self.failed}
+def history_records(intent: OperationIntent, outcome: OperationOutcome | None) -> list[HistoryRecord]:
+    """One record per number of the intent; `unknown` for each when no outcome was written."""
+    outcomes: Sequence[NumberOutcome] = outcome.outcomes if outcome else (UNKNOWN,) * len(intent.numbers)
+    c = intent.context
+    return [
+        HistoryRecord(intent.accepted_at, intent.operation_id, intent.action, intent.sender, number,
+                      result.status, result.upstream_status, result.error_code, result.opted_out, c.caller,
+                      c.caller_id, c.verified, c.claimed_caller, c.claimed_caller_id, c.channel, c.correlation_id,
+                      c.trace_id, intent.reason)
+        # Not strict: a stored outcome comes from a blob, and a short one must not fail the indexer.
+        for number, result in zip(intent.numbers, outcomes, strict=False)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
-    records: list[AuditRecord]
+    records: list[HistoryRecord]
     continuation_token: str | None
 
 
@@ -244,52 +344,221 @@ class InvalidContinuationToken(ValueError):
     pass
 
 
+class AuditUnavailable(Exception):
+    """The journal could not be written or read; never carries the SDK's text."""
+
+
+def audit_unavailable_problem(detail: str) -> Problem:
+    return Problem(503, "AuditUnavailable", "Audit trail unavailable", detail, retry_after=AUDIT_RETRY_AFTER_SECONDS)
+
+
+# -- storage -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class AuditStorage:
+    """The trail's Storage clients, built on first use. In Azure the container, table and queue are
+    provisioned (infra/); Azurite starts empty, so a call that finds one missing creates it once."""
+
+    container: Callable[[], ContainerClient]
+    table: Callable[[], TableClient]
+    queue: Callable[[], QueueClient]
+    _clients: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _client(self, name: str) -> Any:
+        client = self._clients.get(name)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(name)
+                if client is None:
+                    # Not cached when it fails: a fixed setting is picked up by the next call.
+                    client = self._clients[name] = getattr(self, name)()
+        return client
+
+    def put_blob(self, name: str, data: bytes, *, overwrite: bool) -> None:
+        container: ContainerClient = self._client("container")
+        self._creating(lambda: container.upload_blob(name, data, overwrite=overwrite), container.create_container)
+
+    def get_blob(self, name: str) -> bytes | None:
+        container: ContainerClient = self._client("container")
+        try:
+            return container.download_blob(name).readall()
+        except ResourceNotFoundError:
+            return None
+
+    def send(self, message: Mapping[str, Any], *, delay_seconds: float = 0) -> None:
+        queue: QueueClient = self._client("queue")
+        text = orjson.dumps(message).decode("ascii")
+        # Never expiring (time_to_live=-1): a message the indexer has not seen yet must not vanish after
+        # the default 7 days, whatever happened to the app meanwhile.
+        self._creating(lambda: queue.send_message(text, visibility_timeout=int(delay_seconds) or None,
+                                                  time_to_live=-1),
+                       queue.create_queue)
+
+    def upsert_batch(self, entities: Sequence[Mapping[str, Any]]) -> None:
+        """One entity-group transaction: up to 100 entities of one partition, all or none."""
+        table: TableClient = self._client("table")
+        operations = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in entities]
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            try:
+                self._creating(lambda: table.submit_transaction(operations), table.create_table)
+                return
+            except ServiceResponseError:
+                # azure-core does not retry a POST whose answer was lost (a reused connection the
+                # server had closed); a batch of upserts is idempotent, so it is sent again.
+                if attempt == BATCH_ATTEMPTS:
+                    raise
+
+    def query(self, query: str, parameters: Mapping[str, str], limit: int) -> list[dict[str, Any]]:
+        table: TableClient = self._client("table")
+        entities = table.query_entities(query, parameters=dict(parameters), results_per_page=limit)
+        try:
+            return [dict(entity) for entity in islice(entities, limit)]
+        except ResourceNotFoundError:  # nothing was ever indexed: no table yet
+            return []
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, {}
+        for client in clients.values():
+            client.close()
+
+    @staticmethod
+    def _creating(call: Callable[[], Any], create: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except (ResourceNotFoundError, TableTransactionError) as error:
+            if isinstance(error, TableTransactionError) and getattr(error, "status_code", None) != 404:
+                raise
+            try:
+                create()
+            except ResourceExistsError:
+                pass
+            return call()
+
+
+def table_client(table_name: str, *, timeout: float = STORAGE_TIMEOUT_SECONDS,
+                 connection: str = STORAGE_CONNECTION) -> TableClient:
+    """A client for the history table in the app's storage account (the queue trigger's setting
+    shapes). Few retries and short timeouts: a caller waits on some of these calls."""
+    options = transport_options(_bounded_options(timeout))
+    conn_str = connection_string(connection)
+    if conn_str is not None:
+        return TableClient.from_connection_string(conn_str, table_name, **options)
+    return TableClient(service_url(connection, "table"), table_name, credential=identity_credential(connection),
+                       **options)
+
+
+def _bounded_options(timeout: float) -> dict[str, Any]:
+    return {"retry_total": 2, "retry_backoff_factor": 0.2, "connection_timeout": min(timeout, 5.0),
+            "read_timeout": timeout}
+
+
+def storage_for(*, container: str, table: str, queue: str, connection: str = STORAGE_CONNECTION,
+                timeout: float = STORAGE_TIMEOUT_SECONDS) -> AuditStorage:
+    return AuditStorage(
+        container=lambda: blob_container_client(container, connection, **_bounded_options(timeout)),
+        table=lambda: table_client(table, timeout=timeout, connection=connection),
+        queue=lambda: queue_client(queue, connection, **_bounded_options(timeout)),
+    )
+
+
+# -- the trail ---------------------------------------------------------------------------------------
+
+
+def index_message(operation_id: str, kind: str) -> dict[str, Any]:
+    """`kind`: `outcome` (sent once the outcome is written) or `reconcile` (sent delayed, before ACS)."""
+    return {"version": FORMAT_VERSION, "operationId": operation_id, "kind": kind}
+
+
 class AuditTrail:
-    """Appends audit records and reads them back. One per process (see optouts.runtime)."""
+    """Journals operations and reads the history back. One per process (see optouts.runtime).
+
+    `storage` is None when the trail is disabled (`disabled_reason` says why): decided once,
+    from the settings, so no operation tries and fails number by number."""
 
     def __init__(
         self,
-        table: Callable[[], TableClient],
+        storage: AuditStorage | None,
         *,
         include_checks: bool = False,
-        time_budget: float = DEFAULT_TIME_BUDGET_SECONDS,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        reconcile_delay: float = 300.0,
+        disabled_reason: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._table_factory = table
-        self._table: TableClient | None = None
-        self._table_lock = threading.Lock()
+        self._storage = storage
         self._include_checks = include_checks
-        self._time_budget = time_budget
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="audit")
-        self._counts_lock = threading.Lock()
-        #: Running totals for this process; failures are also logged one operation at a time.
-        self.recorded_total = 0
-        self.failed_total = 0
+        self._reconcile_delay = reconcile_delay
+        self.disabled_reason = disabled_reason or (None if storage is not None else "no storage configured")
+        self._clock = clock
+
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_reason is None
 
     def audits(self, action: str) -> bool:
         return action != "check" or self._include_checks
 
-    def record(self, records: Sequence[AuditRecord]) -> AuditOutcome:
-        """Write the records; never raises and never waits longer than the time budget."""
-        if not records:
-            return AuditOutcome(0, 0)
-        futures: list[Future[None]] = [self._pool.submit(self._write, record) for record in records]
-        done, _ = wait(futures, timeout=self._time_budget)
-        errors: list[tuple[AuditRecord, BaseException]] = []
-        for record, future in zip(records, futures, strict=True):
-            if future not in done:
-                # Still queued: dropped. Already running: its outcome is unknown, so not confirmed.
-                future.cancel()
-                errors.append((record, TimeoutError(f"time budget of {self._time_budget:g} s exceeded")))
-            elif (error := future.exception()) is not None:
-                errors.append((record, error))
-        outcome = AuditOutcome(len(records) - len(errors), len(errors))
-        with self._counts_lock:
-            self.recorded_total += outcome.recorded
-            self.failed_total += outcome.failed
-        if errors:
-            self._log_failures(records[0], errors, outcome)
-        return outcome
+    # -- writing -----------------------------------------------------------------------------------
+
+    def begin(self, action: str, sender: str, numbers: Iterable[str], context: AuditContext,
+              reason: str | None, invalid_inputs: int = 0) -> OperationIntent | None:
+        """Journal the intent before ACS is called; None when the trail is disabled.
+
+        Raises `Problem` 503 `AuditUnavailable` when it cannot: the change must not be made."""
+        if not self.enabled or self._storage is None:
+            return None
+        intent = OperationIntent(new_operation_id(), self._clock(), action, sender, tuple(dict.fromkeys(numbers)),
+                                 context, reason, invalid_inputs)
+        try:
+            # The reconcile message first: an intent never exists without one. A reconcile that finds
+            # no intent (the intent write failed, the change was refused) has nothing to do.
+            self._storage.send(index_message(intent.operation_id, "reconcile"), delay_seconds=self._reconcile_delay)
+            self._storage.put_blob(blob_name(intent.operation_id, INTENT_BLOB), orjson.dumps(intent.to_json()),
+                                   overwrite=False)
+        except (AzureError, SettingsError, OSError, ValueError) as error:
+            _logger.error("audit trail: the intent of a %s (%s %s) could not be written (%s); change refused",
+                          action, context.channel, intent.operation_id, describe_error(error))
+            raise audit_unavailable_problem(
+                "the audit trail could not record the operation, so the change was not made; retry later"
+            ) from None
+        return intent
+
+    def finish(self, intent: OperationIntent | None, outcomes: Mapping[str, NumberOutcome]) -> AuditReceipt:
+        """Journal what ACS answered (`outcomes` by E.164) and have it indexed. Never raises:
+        the change is made; if the outcome cannot be written, the reconcile message records
+        the intent's numbers as `unknown`."""
+        if intent is None:
+            return AuditReceipt("disabled", disabled_reason=self.disabled_reason)
+        outcome = OperationOutcome(self._clock(), tuple(outcomes.get(n, UNKNOWN) for n in intent.numbers))
+        return self._write_outcome(intent, outcome)
+
+    def fail(self, intent: OperationIntent | None, error_code: str) -> None:
+        """ACS answered for no number (the operation failed as a whole): recorded as such."""
+        if intent is None:
+            return
+        failed = NumberOutcome("failed", error_code=error_code)
+        self._write_outcome(intent, OperationOutcome(self._clock(), (failed,) * len(intent.numbers), error_code))
+
+    def _write_outcome(self, intent: OperationIntent, outcome: OperationOutcome) -> AuditReceipt:
+        assert self._storage is not None  # nosec B101 - an intent exists only with storage
+        receipt = AuditReceipt("accepted", intent.operation_id, intent.accepted_at, outcome_recorded=False)
+        try:
+            self._storage.put_blob(blob_name(intent.operation_id, OUTCOME_BLOB),
+                                   orjson.dumps(outcome.to_json(intent.operation_id)), overwrite=True)
+        except (AzureError, SettingsError, OSError, ValueError) as error:
+            _logger.warning("audit trail: the outcome of operation %s could not be written (%s); its numbers "
+                            "will be recorded with the outcome unknown", intent.operation_id, describe_error(error))
+            return receipt
+        try:
+            self._storage.send(index_message(intent.operation_id, "outcome"))
+        except (AzureError, SettingsError, OSError, ValueError) as error:
+            _logger.warning("audit trail: operation %s will be indexed by its reconcile message (%s)",
+                            intent.operation_id, describe_error(error))
+        return AuditReceipt("accepted", intent.operation_id, intent.accepted_at, outcome_recorded=True)
+
+    # -- reading -----------------------------------------------------------------------------------
 
     def history(self, sender: str, phone_number: str, *, top: int = DEFAULT_PAGE_SIZE,
                 continuation_token: str | None = None) -> HistoryPage:
@@ -297,69 +566,90 @@ class AuditTrail:
 
         Paged by RowKey rather than by the service's continuation headers: one more entity than
         asked tells whether another page exists, so the last page never links to an empty one."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        if continuation_token is not None and not _ROW_KEY_PATTERN.fullmatch(continuation_token):
+        if continuation_token is not None and not _CONTINUATION_PATTERN.fullmatch(continuation_token):
             raise InvalidContinuationToken("the continuation token is not one this API issued")
-        query = "PartitionKey eq @key" + (" and RowKey gt @after" if continuation_token else "")
-        parameters = {"key": partition_key(sender, phone_number), "after": continuation_token or ""}
-        entities = self._table_client().query_entities(query, parameters=parameters, results_per_page=top + 1)
-        try:
-            found = list(islice(entities, top + 1))
-        except ResourceNotFoundError:  # nothing was ever audited: no table yet
-            return HistoryPage([], None)
+        storage = self._readable_storage()
+        hashed = number_hash(sender, phone_number)
+        # Every RowKey of this number starts with "{hash}_"; "`" is the character after "_".
+        query = "PartitionKey eq @partition and RowKey gt @after and RowKey lt @end"
+        parameters = {"partition": partition_for(hashed), "after": f"{hashed}_{continuation_token or ''}",
+                      "end": f"{hashed}`"}
+        found = storage.query(query, parameters, top + 1)
         page = found[:top]
-        following = str(page[-1]["RowKey"]) if len(found) > top else None
-        return HistoryPage([AuditRecord.from_entity(entity) for entity in page], following)
+        following = str(page[-1]["RowKey"])[_HASH_LENGTH + 1:] if len(found) > top else None
+        return HistoryPage([HistoryRecord.from_entity(entity) for entity in page], following)
+
+    def operation(self, operation_id: str) -> dict[str, Any] | None:
+        """The operation's record as `GET /api/operations/{id}` shows it; None when no such
+        operation was accepted. Storage errors propagate."""
+        storage = self._readable_storage()
+        intent = load_intent(storage, operation_id)
+        if intent is None:
+            return None
+        outcome = load_outcome(storage, intent)
+        index = load_json(storage, blob_name(operation_id, INDEX_BLOB))
+        c = intent.context
+        counts = outcome.counts() if outcome else {**dict.fromkeys(OUTCOMES, 0), "unknown": len(intent.numbers)}
+        indexed_outcome = index.get("outcome") if index else None
+        return {
+            "operationId": intent.operation_id,
+            "acceptedAt": _iso(intent.accepted_at),
+            "completedAt": _iso(outcome.completed_at) if outcome else None,
+            "action": intent.action,
+            "sender": intent.sender,
+            "channel": c.channel,
+            "caller": c.caller,
+            "callerId": c.caller_id,
+            "callerVerified": c.verified,
+            "claimedCaller": c.claimed_caller,
+            "claimedCallerId": c.claimed_caller_id,
+            "correlationId": c.correlation_id,
+            "traceId": c.trace_id,
+            "reason": intent.reason,
+            "numbers": len(intent.numbers),
+            "invalidInputs": intent.invalid_inputs,
+            "outcome": "recorded" if outcome else "unknown",
+            "errorCode": outcome.error_code if outcome else None,
+            "counts": counts,
+            "indexing": {
+                # "indexed": every number's history holds this operation's outcome; "indexedUnknown":
+                # it holds what was asked, outcome unknown; "pending": not yet indexed.
+                "state": ("indexed" if indexed_outcome == "recorded" and outcome
+                          else "indexedUnknown" if indexed_outcome is not None else "pending"),
+                "indexedNumbers": int(index.get("indexedNumbers", 0)) if index else 0,
+                "indexedAt": index.get("indexedAt") if index else None,
+            },
+        }
+
+    def _readable_storage(self) -> AuditStorage:
+        if self._storage is None:
+            raise Problem(503, "AuditDisabled", "Audit trail disabled",
+                          f"the audit trail is disabled: {self.disabled_reason}", retry_after=60)
+        return self._storage
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        table, self._table = self._table, None
-        if table is not None:
-            table.close()
+        if self._storage is not None:
+            self._storage.close()
 
-    # -- writing ---------------------------------------------------------------------------
 
-    def _write(self, record: AuditRecord) -> None:
-        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+def load_json(storage: AuditStorage, name: str) -> dict[str, Any] | None:
+    data = storage.get_blob(name)
+    if data is None:
+        return None
+    value = orjson.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} is not a JSON object")
+    return value
 
-        table = self._table_client()
-        entity = record.to_entity()
-        try:
-            table.create_entity(entity)
-        except ResourceExistsError:
-            # The row key is unique to this record: a retried call found its own first write.
-            return
-        except ResourceNotFoundError:
-            # Azurite starts empty and a table can be deleted; in Azure the infrastructure creates it.
-            self._create_table(table)
-            table.create_entity(entity)
 
-    def _table_client(self) -> TableClient:
-        if self._table is None:
-            with self._table_lock:
-                if self._table is None:
-                    # Not cached when it fails: a fixed setting is picked up by the next call.
-                    self._table = self._table_factory()
-        return self._table
+def load_intent(storage: AuditStorage, operation_id: str) -> OperationIntent | None:
+    data = load_json(storage, blob_name(operation_id, INTENT_BLOB))
+    return OperationIntent.from_json(data) if data is not None else None
 
-    @staticmethod
-    def _create_table(table: TableClient) -> None:
-        from azure.core.exceptions import ResourceExistsError
 
-        try:
-            table.create_table()
-        except ResourceExistsError:
-            pass
-
-    def _log_failures(self, first: AuditRecord, errors: list[tuple[AuditRecord, BaseException]],
-                      outcome: AuditOutcome) -> None:
-        examples = [mask(record.phone_number) for record, _ in errors[:_MASKED_IN_LOGS]]
-        _logger.warning(
-            "audit trail: %d of %d records of a %s (%s %s) not written (%s), e.g. %s; %d failed since start",
-            outcome.failed, outcome.recorded + outcome.failed, first.action, first.channel,
-            first.correlation_id, describe_error(errors[0][1]), examples, self.failed_total,
-        )
+def load_outcome(storage: AuditStorage, intent: OperationIntent) -> OperationOutcome | None:
+    data = load_json(storage, blob_name(intent.operation_id, OUTCOME_BLOB))
+    return OperationOutcome.from_json(data, len(intent.numbers)) if data is not None else None
 
 
 def describe_error(error: BaseException) -> str:
@@ -372,25 +662,3 @@ def describe_error(error: BaseException) -> str:
     code = getattr(error, "error_code", None)
     details = " ".join(str(part) for part in (status and f"HTTP {status}", code) if part)
     return f"{type(error).__name__} {details}".strip()
-
-
-# -- the table -----------------------------------------------------------------------------
-
-
-def table_client(table_name: str, *, timeout: float = DEFAULT_TIME_BUDGET_SECONDS,
-                 connection: str = "AzureWebJobsStorage") -> TableClient:
-    """A client for the audit table in the app's storage account (same setting shapes as the
-    queue trigger). Few retries and short timeouts: the caller's time budget is the real limit."""
-    from azure.data.tables import TableClient
-
-    options = transport_options({
-        "retry_total": 2,
-        "retry_backoff_factor": 0.2,
-        "connection_timeout": min(timeout, 5.0),
-        "read_timeout": timeout,
-    })
-    conn_str = connection_string(connection)
-    if conn_str is not None:
-        return TableClient.from_connection_string(conn_str, table_name, **options)
-    return TableClient(service_url(connection, "table"), table_name, credential=identity_credential(connection),
-                       **options)

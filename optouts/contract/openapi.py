@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from optouts.config import DEFAULT_MAX_NUMBERS
 from optouts.domain.commands import MAX_REASON_LENGTH, MAX_SENDER_LENGTH
-from optouts.domain.limits import MAX_INPUT_LENGTH, MAX_PAGE_SIZE
+from optouts.domain.limits import MAX_INPUT_LENGTH, MAX_PAGE_SIZE, OPERATION_ID_REGEX
 
 #: Replaced by the real app host when the connector is imported (docs/power-automate.md).
 PLACEHOLDER_HOST = "your-function-app.azurewebsites.net"
@@ -92,6 +92,7 @@ def _paths() -> dict[str, Any]:
         )},
         "/optouts/{phoneNumber}": {"get": _single_status_operation()},
         "/optouts/{phoneNumber}/history": {"get": _history_operation()},
+        "/operations/{operationId}": {"get": _audit_operation_operation()},
         "/health/ready": {"get": _readiness_operation()},
     }
 
@@ -245,6 +246,36 @@ def _history_operation() -> dict[str, Any]:
     }
 
 
+def _audit_operation_operation() -> dict[str, Any]:
+    return {
+        "operationId": "GetAuditOperation",
+        "summary": "Get Audit Record Of An Operation",
+        "description": "Shows who asked for an add, remove or audited check, when, for how many numbers, what ACS "
+                       "answered (counts per outcome) and whether every number's history has it yet.",
+        "tags": ["Opt-outs"],
+        "produces": list(_RESPONSE_TYPES),
+        "parameters": [{
+            "name": "operationId",
+            "in": "path",
+            "required": True,
+            "type": "string",
+            "pattern": f"^{OPERATION_ID_REGEX}$",
+            "x-ms-summary": "Operation id",
+            "x-ms-visibility": "important",
+            "description": "The operationId of an answer's audit object.",
+            "x-example": "0f8e4c2a9b7d4e1f8a6c3b5d7e9f1a2b",
+        }],
+        "responses": {
+            "200": {
+                "description": "The operation's audit record.",
+                "schema": {"$ref": "#/definitions/AuditOperation"},
+                "headers": _trace_header(),
+            },
+            **_error_responses(400, 401, 404, 503),
+        },
+    }
+
+
 def _readiness_operation() -> dict[str, Any]:
     return {
         "operationId": "GetGatewayReadiness",
@@ -277,11 +308,12 @@ _ERROR_DESCRIPTIONS = {
     400: "The request is malformed: not JSON, wrong types, missing or unknown fields, or an invalid number.",
     401: "The function key is missing or wrong (answered by the Functions host, with no body).",
     403: "The gateway may not manage the opt-out list of that sender.",
+    404: "No operation with that id was accepted.",
     413: "Too many phone numbers in one request, or the body is too large.",
     415: "The body is not sent as JSON.",
     502: "Azure Communication Services rejected the gateway's credentials or call; an operator must act.",
-    503: "Azure Communication Services is throttling or unavailable, or the gateway is misconfigured; "
-         "retry after Retry-After seconds.",
+    503: "Azure Communication Services is throttling or unavailable, the audit trail cannot record the change "
+         "(AuditUnavailable: nothing was changed), or the gateway is misconfigured; retry after Retry-After seconds.",
 }
 
 
@@ -316,9 +348,10 @@ def _definitions() -> dict[str, Any]:
         "NumberError": _number_error_schema(),
         "OptOutSummary": _summary_schema(),
         "OptOutStatus": _status_schema(),
-        "AuditSummary": _audit_summary_schema(),
+        "AuditReceipt": _audit_receipt_schema(),
         "OptOutHistory": _history_schema(),
         "AuditRecord": _audit_record_schema(),
+        "AuditOperation": _audit_operation_schema(),
         "Problem": _problem_schema(),
         "Readiness": _readiness_schema(),
         "ReadinessChecks": _readiness_checks_schema(),
@@ -398,7 +431,7 @@ def _report_schema() -> dict[str, Any]:
                 "description": "One result per number given, in the same order.",
             },
             "summary": {"$ref": "#/definitions/OptOutSummary"},
-            "audit": {"$ref": "#/definitions/AuditSummary"},
+            "audit": {"$ref": "#/definitions/AuditReceipt"},
         },
     }
 
@@ -478,24 +511,114 @@ def _status_schema() -> dict[str, Any]:
             "sender": {"type": "string", "x-ms-summary": "Sender", "description": "The sender checked for."},
             "optedOut": {"type": "boolean", "x-ms-summary": "Opted out",
                          "description": "Whether the number is on the sender's opt-out list."},
-            "audit": {"$ref": "#/definitions/AuditSummary"},
+            "audit": {"$ref": "#/definitions/AuditReceipt"},
         },
     }
 
 
-def _audit_summary_schema() -> dict[str, Any]:
+def _audit_receipt_schema() -> dict[str, Any]:
     return {
         "type": "object",
-        "required": ["recorded", "failed"],
+        "required": ["status"],
         "additionalProperties": False,
         "x-ms-summary": "Audit",
-        "description": "How many audit records were written; absent when the action is not audited.",
+        "description": "How the change was audited; absent when the action is not audited (a check, by default).",
         "properties": {
-            "recorded": {"type": "integer", "format": "int32", "minimum": 0, "x-ms-summary": "Audit records written",
-                         "description": "One per distinct number sent to ACS."},
-            "failed": {"type": "integer", "format": "int32", "minimum": 0, "x-ms-summary": "Audit records failed",
-                       "description": "Records that could not be written; the change itself was still made."},
+            "status": {"type": "string", "enum": ["accepted", "disabled"], "x-ms-summary": "Audit status",
+                       "description": "accepted: the operation was recorded before ACS was called; disabled: this "
+                                      "gateway keeps no audit trail (see reason)."},
+            "operationId": {"type": "string", "x-ms-summary": "Operation id",
+                            "description": "The operation's audit record: GET /operations/{operationId}."},
+            "acceptedAt": {"type": "string", "format": "date-time", "x-ms-summary": "Accepted at",
+                           "description": "When the gateway accepted the operation, in UTC."},
+            "outcomeRecorded": {"type": "boolean", "x-ms-summary": "Outcome recorded",
+                                "description": "Whether ACS's answer is recorded too; when false, the numbers' "
+                                               "history shows the outcome unknown."},
+            "reason": {"type": "string", "x-nullable": True, "x-ms-summary": "Why disabled",
+                       "description": "Why the audit trail is disabled."},
         },
+    }
+
+
+def _audit_operation_schema() -> dict[str, Any]:
+    def count(label: str) -> dict[str, Any]:
+        return {"type": "integer", "format": "int32", "minimum": 0, "x-ms-summary": label,
+                "description": f"Numbers {label.lower()}."}
+
+    text = _nullable_text
+    properties = {
+        "operationId": {"type": "string", "x-ms-summary": "Operation id", "description": "The operation's id."},
+        "acceptedAt": {"type": "string", "format": "date-time", "x-ms-summary": "Accepted at",
+                       "description": "When the gateway accepted the operation (before ACS was called), in UTC."},
+        "completedAt": {"type": "string", "format": "date-time", "x-nullable": True, "x-ms-summary": "Completed at",
+                        "description": "When ACS's answer was recorded; null when it never was."},
+        "action": {"type": "string", "enum": ["add", "remove", "check"], "x-ms-summary": "Action",
+                   "description": "What was asked of ACS."},
+        "sender": {"type": "string", "x-ms-summary": "Sender", "description": "The sender whose list it was."},
+        "channel": {"type": "string", "enum": ["http", "queue"], "x-ms-summary": "Channel",
+                    "description": "How the request arrived."},
+        **_caller_properties(),
+        "correlationId": {"type": "string", "x-ms-summary": "Correlation id",
+                          "description": "The HTTP request's trace id or the queue message's correlationId."},
+        "traceId": text("Trace id", "The HTTP request's W3C trace id."),
+        "reason": text("Reason", "The reason the caller gave."),
+        "numbers": {"type": "integer", "format": "int32", "minimum": 0, "x-ms-summary": "Numbers",
+                    "description": "How many distinct numbers were sent to ACS."},
+        "invalidInputs": {"type": "integer", "format": "int32", "minimum": 0, "x-ms-summary": "Invalid inputs",
+                          "description": "Inputs that were not phone numbers (never sent to ACS)."},
+        "outcome": {"type": "string", "enum": ["recorded", "unknown"], "x-ms-summary": "Outcome",
+                    "description": "recorded: ACS's answer is recorded; unknown: it never was (the worker stopped "
+                                   "mid-call), so every number counts as unknown."},
+        "errorCode": text("Error code", "Why the operation failed as a whole, when it did."),
+        "counts": {
+            "type": "object",
+            "required": ["succeeded", "invalid", "failed", "unknown"],
+            "additionalProperties": False,
+            "x-ms-summary": "Counts",
+            "description": "Numbers per outcome.",
+            "properties": {"succeeded": count("Succeeded"), "invalid": count("Invalid"), "failed": count("Failed"),
+                           "unknown": count("Unknown")},
+        },
+        "indexing": {
+            "type": "object",
+            "required": ["state", "indexedNumbers", "indexedAt"],
+            "additionalProperties": False,
+            "x-ms-summary": "Indexing",
+            "description": "Whether every number's history shows this operation yet.",
+            "properties": {
+                "state": {"type": "string", "enum": ["pending", "indexedUnknown", "indexed"],
+                          "x-ms-summary": "Indexing state",
+                          "description": "pending; indexedUnknown (the history shows the outcome unknown); indexed."},
+                "indexedNumbers": count("Indexed"),
+                "indexedAt": {"type": "string", "format": "date-time", "x-nullable": True,
+                              "x-ms-summary": "Indexed at", "description": "When the history was last written."},
+            },
+        },
+    }
+    return {
+        "type": "object",
+        "required": list(properties),
+        "additionalProperties": False,
+        "x-ms-summary": "Audit operation",
+        "properties": properties,
+    }
+
+
+def _nullable_text(label: str, description: str) -> dict[str, Any]:
+    return {"type": "string", "x-nullable": True, "x-ms-summary": label, "description": description}
+
+
+def _caller_properties() -> dict[str, Any]:
+    text = _nullable_text
+    return {
+        "caller": {"type": "string", "x-ms-summary": "Caller",
+                   "description": "The verified Entra principal, else function-key; or the queue the request came "
+                                  "from."},
+        "callerId": text("Caller id", "The verified Entra principal's object id."),
+        "callerVerified": {"type": "boolean", "x-ms-summary": "Caller verified",
+                           "description": "Whether App Service authentication vouched for the caller."},
+        "claimedCaller": text("Claimed caller", "A principal name the request stated without proof."),
+        "claimedCallerId": text("Claimed caller id", "A principal id the request stated without proof."),
     }
 
 
@@ -530,24 +653,26 @@ def _audit_record_schema() -> dict[str, Any]:
 
     properties = {
         "occurredAt": {"type": "string", "format": "date-time", "x-ms-summary": "Occurred at",
-                       "description": "When ACS answered, in UTC."},
+                       "description": "When the gateway accepted the operation (before ACS was called), in UTC."},
+        "operationId": text("Operation id", "The operation's audit record: GET /operations/{operationId}."),
         "action": {"type": "string", "enum": ["add", "remove", "check"], "x-ms-summary": "Action",
                    "description": "What was asked of ACS: add, remove or check."},
         "sender": text("Sender", "The sender whose opt-out list it was."),
         "phoneNumber": text("Phone number (E.164)", "The number, in E.164."),
-        "outcome": {"type": "string", "enum": ["succeeded", "invalid", "failed"], "x-ms-summary": "Outcome",
-                    "description": "succeeded, invalid (refused by ACS) or failed."},
+        "outcome": {"type": "string", "enum": ["succeeded", "invalid", "failed", "unknown"], "x-ms-summary": "Outcome",
+                    "description": "succeeded, invalid (refused by ACS), failed, or unknown (ACS's answer was never "
+                                   "recorded)."},
         "upstreamStatus": {"type": "integer", "format": "int32", "x-nullable": True,
                            "x-ms-summary": "ACS status", "description": "The HTTP status ACS gave for this number."},
         "errorCode": text("Error code", "Why it did not succeed, when it did not.", nullable=True),
         "optedOut": {"type": "boolean", "x-nullable": True, "x-ms-summary": "Opted out",
                      "description": "Check only: whether the number was on the opt-out list."},
-        "caller": text("Caller", "The Entra principal, function-key, or the queue the request came from."),
-        "callerId": text("Caller id", "The Entra principal's object id, when known.", nullable=True),
+        **_caller_properties(),
         "channel": {"type": "string", "enum": ["http", "queue"], "x-ms-summary": "Channel",
                     "description": "How the request arrived: http or queue."},
         "correlationId": text("Correlation id", "The trace id of the HTTP request or the queue message's "
                               "correlationId (1 to 128 of A-Z a-z 0-9 . _ : -), else its message id."),
+        "traceId": text("Trace id", "The HTTP request's W3C trace id.", nullable=True),
         "reason": text("Reason", "The reason the caller gave.", nullable=True),
     }
     return {

@@ -53,10 +53,20 @@ def normalize(raw: object, region: str) -> NormalizationResult:
             "UnexpectedCharacters",
             "a phone number may only contain digits, a leading +, spaces and - . ( ) /",
         )
-    if candidate.startswith("00"):
+    if candidate.startswith("00") and not _starts_with_own_international_prefix(candidate, region):
+        # "00" is the international prefix most of the world dials; where the region's own is
+        # another one that starts with 00 (0011 in AU, 009 in NG), parse strips that one instead:
+        # read as "+", "009 1 425..." from Nigeria would become an Indian number.
         candidate = "+" + candidate[2:]
     e164 = _plain_e164(candidate, region)
     return NormalizedNumber(e164) if e164 is not None else _parse(candidate, region)
+
+
+def _starts_with_own_international_prefix(candidate: str, region: str) -> bool:
+    rules = _rules_for_region(region)
+    return rules is not None and rules.international_prefix is not None and (
+        rules.international_prefix.match(candidate) is not None
+    )
 
 
 def _parse(candidate: str, region: str) -> NormalizationResult:

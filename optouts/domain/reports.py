@@ -69,16 +69,14 @@ class OperationReport:
 
     @property
     def transient_failure_code(self) -> str | None:
-        """The code that sums up the transient failures: an unavailable number's code if any
-        (e.g. AcsUnavailable), else a throttled one's (AcsThrottled); None without any."""
-        throttled = None
+        """The code that sums up the transient failures, None without any: the provider's
+        "unavailable" code (AcsUnavailable, AwsUnavailable), whether the numbers were
+        throttled or unavailable; the numbers keep their own codes."""
         for result in self.results:
             error = result.error
             if error is not None and error.transient:
-                if result.upstream_status != 429:
-                    return error.code
-                throttled = throttled or error.code
-        return throttled
+                return unavailable_code(error.code)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -90,3 +88,9 @@ class OperationReport:
         if self.audit is not None:
             data["audit"] = self.audit.to_dict()
         return data
+
+
+def unavailable_code(code: str) -> str:
+    """The "unavailable" code of a transient code's family: providers name them in pairs,
+    `<Provider>Throttled` and `<Provider>Unavailable` (README, "Providers and their error codes")."""
+    return code.removesuffix("Throttled") + "Unavailable" if code.endswith("Throttled") else code

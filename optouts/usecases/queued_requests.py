@@ -28,7 +28,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 
 from optouts import telemetry
-from optouts.audit.trail import queue_context
+from optouts.audit.callers import queue_context
 from optouts.config import DEFAULT_REQUESTS_QUEUE, Settings, SettingsError
 from optouts.domain.commands import OptOutCommand, decode_json, is_valid_identifier, parse_command
 from optouts.domain.logtext import log_safe

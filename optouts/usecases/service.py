@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from optouts import telemetry
-from optouts.audit.trail import AuditContext, AuditTrail, records_for
+from optouts.audit.callers import AuditContext
+from optouts.audit.trail import AuditTrail, NumberOutcome, OperationIntent
 from optouts.domain.commands import OptOutCommand
 from optouts.domain.logtext import log_safe
 from optouts.domain.phone import (
@@ -57,10 +58,12 @@ class OptOutService:
         self, command: OptOutCommand, *, time_budget: float | None = None, audit: AuditContext | None = None
     ) -> OperationReport:
         """Normalize, send the valid numbers upstream, and report one result per input;
-        with an `audit` context, append what the provider was asked to the audit trail.
+        with an `audit` context, journal the operation before the provider is called and its
+        outcome after.
 
-        Raises `Problem` (502/503) when the provider refused the gateway or failed every call;
-        the answer's code is the error's own (`AcsThrottled`...), a stable contract.
+        Raises `Problem` (502/503) when the provider refused the gateway or failed every call
+        (the answer's code is the error's own, `AcsThrottled`..., a stable contract), and 503
+        `AuditUnavailable` when the audit trail could not record the intent (nothing was sent).
         """
         with telemetry.operation_span(command.action.value, mask(command.sender), len(command.phone_numbers)):
             return self._execute(command, time_budget, audit)
@@ -69,9 +72,39 @@ class OptOutService:
         self, command: OptOutCommand, time_budget: float | None, audit: AuditContext | None
     ) -> OperationReport:
         normalized: list[NormalizationResult] = []
-        valid_numbers = _normalize_streaming(command, normalized)
+        trail = self._audit_trail
+        audited = audit is not None and trail is not None and trail.audits(command.action.value)
+        intent: OperationIntent | None = None
+        valid_numbers: Iterator[str] | list[str]
+        if audited:
+            assert trail is not None and audit is not None  # nosec B101 - narrows types
+            # Write-ahead: every number is normalized and journalled before any reaches the provider.
+            valid_numbers = list(_normalize_streaming(command, normalized))
+            intent = trail.begin(command.action.value, command.sender, valid_numbers, audit, command.reason,
+                                 invalid_inputs=len(normalized) - len(valid_numbers))
+        else:
+            valid_numbers = _normalize_streaming(command, normalized)
         try:
-            upstream = self._provider.run(command.action, command.sender, valid_numbers, time_budget=time_budget)
+            upstream = self._call_provider(command, valid_numbers, time_budget)
+        except Problem as problem:
+            if trail is not None:
+                trail.fail(intent, problem.code)
+            raise
+
+        report = OperationReport(command.action, command.sender, _merge(command, normalized, upstream))
+        self._log(report)
+        telemetry.record_numbers(command.action.value, report.summary)
+        if audited:
+            assert trail is not None  # nosec B101 - narrows types
+            answered = time.monotonic()
+            report = replace(report, audit=trail.finish(intent, _outcomes(report)))
+            telemetry.record_audit_lag(time.monotonic() - answered)
+        return report
+
+    def _call_provider(self, command: OptOutCommand, numbers: Iterator[str] | list[str],
+                       time_budget: float | None) -> list[RecipientResult]:
+        try:
+            return self._provider.run(command.action, command.sender, numbers, time_budget=time_budget)
         except ProviderAuthenticationError as error:
             _logger.error("%s rejected the gateway's credentials for %s: %s",
                           error.where or error.upstream, command.action.value, log_safe(error, 400))
@@ -92,16 +125,6 @@ class OptOutService:
                           f"{error.upstream} is throttling or unavailable; retry later",
                           retry_after=error.retry_after or DEFAULT_RETRY_AFTER_SECONDS) from None
 
-        report = OperationReport(command.action, command.sender, _merge(command, normalized, upstream))
-        self._log(report)
-        telemetry.record_numbers(command.action.value, report.summary)
-        trail = self._audit_trail
-        if audit is not None and trail is not None and trail.audits(command.action.value):
-            answered = time.monotonic()
-            report = replace(report, audit=trail.record(records_for(command, report, audit)))
-            telemetry.record_audit_lag(time.monotonic() - answered)
-        return report
-
     def _log(self, report: OperationReport) -> None:
         summary = report.summary
         _logger.info("opt-out %s for %s: %s", report.action.value, report.sender, summary)
@@ -109,6 +132,16 @@ class OptOutService:
             failed = [mask(r.phone_number) for r in report.results if r.status == "failed" and r.phone_number]
             _logger.warning("opt-out %s failed for %d numbers, e.g. %s",
                             report.action.value, summary["failed"], failed[:_MASKED_IN_LOGS])
+
+
+def _outcomes(report: OperationReport) -> dict[str, NumberOutcome]:
+    """Each number's answer from the provider, by E.164 (a number given twice was sent once)."""
+    outcomes: dict[str, NumberOutcome] = {}
+    for result in report.results:
+        if result.phone_number is not None and result.phone_number not in outcomes:
+            outcomes[result.phone_number] = NumberOutcome(
+                result.status, result.upstream_status, result.error.code if result.error else None, result.opted_out)
+    return outcomes
 
 
 def credentials_unavailable(error: ProviderCredentialsError) -> Problem:

@@ -55,11 +55,14 @@ def product_routes(host: LocalHost) -> list[tuple[str, str]]:
     for function in host.http_functions:
         if function.auth_level == "anonymous":
             continue
-        path = "/api/" + function.route.template.replace("{phoneNumber}", "+14255550100")
+        path = "/api/" + function.route.template.replace("{phoneNumber}", "+14255550100").replace(
+            "{operationId}", UNKNOWN_OPERATION_ID)
         routes += [(method, path) for method in sorted(function.methods)]
     return routes
 
 
+#: A well-formed id no operation has: with the key, the function itself answers 404.
+UNKNOWN_OPERATION_ID = "0" * 32
 WRONG_KEYS = ["", "x", KEY[:-1], KEY + "x", KEY.upper(), "default", KEY + "\x00"]
 #: A header value's surrounding blanks are not part of it (HTTP trims them); in a query they are.
 WRONG_CODES = [*WRONG_KEYS, " " + KEY]
@@ -67,7 +70,7 @@ WRONG_CODES = [*WRONG_KEYS, " " + KEY]
 
 def test_every_product_route_needs_a_function_key(gateway: LocalHost, http: RawClient) -> None:
     routes = product_routes(gateway)
-    assert len(routes) == 7  # remove, add, check, single check, history, health, readiness
+    assert len(routes) == 8  # remove, add, check, single check, history, health, readiness, operation record
     body = json.dumps({"phoneNumbers": ["+14255550100"]}).encode()
     for method, path in routes:
         payload = body if method == "POST" else None
@@ -80,7 +83,9 @@ def test_every_product_route_needs_a_function_key(gateway: LocalHost, http: RawC
             assert (answer.status, answer.body) == (401, b""), (method, path, answer.status)
         by_header = http.request(method, path, payload, headers)
         by_code = http.request(method, f"{path}?code={KEY}", payload, headers, key=None)
-        assert by_header.status == 200 and by_code.status == 200, (method, path, by_header.status, by_code.status)
+        expected = 404 if UNKNOWN_OPERATION_ID in path else 200
+        assert by_header.status == expected and by_code.status == expected, (method, path, by_header.status,
+                                                                             by_code.status)
 
 
 def test_only_the_contract_is_anonymous_and_it_holds_no_secret(gateway: LocalHost, http: RawClient,

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from optouts.config import QueueSettings, Settings, SettingsError
+from optouts.config import AuditStorageSettings, QueueSettings, Settings, SettingsError
 from optouts.providers.acs.settings import AcsSettings, AuthMode
 from tests.infra import bicep
 from tests.infra.bicep import Expr
@@ -55,11 +55,17 @@ def test_the_regex_still_finds_the_code_settings() -> None:
     assert len(READ_BY_CODE) >= 20
 
 
+#: Set by the platform, never by the templates: App Service sets WEBSITE_AUTH_ENABLED when its
+#: authentication runs in front of the app; setting it ourselves would make claimed callers verified.
+PLATFORM_SETTINGS = {"WEBSITE_AUTH_ENABLED"}
+
+
 def test_every_setting_the_code_reads_is_set() -> None:
     groups = setting_groups()
     everywhere = set(groups["commonSettings"])
     mode_dependent = set().union(*MODE_SETTINGS.values())
-    missing = READ_BY_CODE - everywhere - mode_dependent
+    assert not PLATFORM_SETTINGS & everywhere, "platform settings must not be set by the templates"
+    missing = READ_BY_CODE - everywhere - mode_dependent - PLATFORM_SETTINGS
     assert not missing, f"settings read by optouts/config.py but not set in infra: {sorted(missing)}"
     for group, names in MODE_SETTINGS.items():
         assert set(groups[group]) == names, group
@@ -199,3 +205,11 @@ def test_queue_settings_match_the_created_queues() -> None:
     assert queues.requests_queue == main_vars["requestsQueueName"]
     assert queues.results_queue == main_vars["resultsQueueName"]
     assert queues.results_container == main_vars["resultsContainerName"]
+
+
+def test_audit_settings_match_the_created_resources() -> None:
+    audit = AuditStorageSettings.from_environ(environment_for("managed-identity"))
+    main_vars = _main()["vars"]
+    assert (audit.table, audit.container, audit.index_queue) == (
+        main_vars["auditTableName"], main_vars["auditContainerName"], main_vars["auditIndexQueueName"])
+    assert audit.reconcile_seconds == 300

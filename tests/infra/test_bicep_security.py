@@ -71,14 +71,18 @@ def test_storage_creates_queues_container_and_table_up_front() -> None:
     assert main["resultsQueueName"] == "optout-results"
     assert main["resultsContainerName"] == "optout-results"
     assert main["auditTableName"] == "optoutaudit"
+    assert main["auditContainerName"] == "optout-operations"
+    assert main["auditIndexQueueName"] == "optout-audit-index"
     storage = bicep.file("modules/storage.bicep")
     queues = storage.resources("Microsoft.Storage/storageAccounts/queueServices/queues")
     assert len(queues) == 1
     loop = bicep.text(queues[0].node)
     assert "requestsQueueName" in loop and "resultsQueueName" in loop and "'${requestsQueueName}-poison'" in loop
+    assert "auditIndexQueueName" in loop and "'${auditIndexQueueName}-poison'" in loop
     containers = {bicep.text(c.node) for c in storage.resources("Microsoft.Storage/storageAccounts/blobServices/containers")}
     assert any("name: resultsContainerName" in c for c in containers)
     assert any("name: deploymentContainerName" in c for c in containers)
+    assert any("name: auditContainerName" in c for c in containers)
     assert storage.resources("Microsoft.Storage/storageAccounts/tableServices/tables")
 
 

@@ -235,7 +235,8 @@ class OptOutsClient:
         return self._located(_transient_error(failures))
 
     def _located(self, error: _E) -> _E:
-        """`error`, naming this client's ACS resource for log lines (never for answers)."""
+        """`error`, naming this client's ACS resource for log lines (never for answers): which
+        resource failed transiently is what an operator looks for."""
         error.where = f"ACS at {urlsplit(self._endpoint).hostname}"
         return error
 
@@ -275,13 +276,11 @@ class OptOutsClient:
             return ChunkAnswer(results=_parse_recipients(operation, chunk, content))
         error_text = _error_text(content)
         if status in (401, 403):
-            raise self._located(
-                AcsAuthenticationError(f"ACS rejected the gateway's credentials ({status}): {error_text}")
-            )
+            raise AcsAuthenticationError(f"ACS rejected the gateway's credentials ({status}): {error_text}")
         retry_after = _retry_after_seconds(response.headers)
         if status in TRANSIENT_STATUS_CODES:
             return _whole_call_failure(chunk, status, retry_after, f"ACS answered {status}: {error_text}")
-        raise self._located(AcsBadRequestError(f"ACS rejected the call ({status}): {error_text}"))
+        raise AcsBadRequestError(f"ACS rejected the call ({status}): {error_text}")
 
 
 def _transient_error(failures: Sequence[ChunkAnswer]) -> AcsThrottledError | AcsUnavailableError:

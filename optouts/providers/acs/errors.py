@@ -28,6 +28,8 @@ class OptOutsError(AzureError, ProviderError):
     """Base class of every error raised by the opt-out client."""
 
     upstream = UPSTREAM
+    #: In log lines; a client names its resource in the errors where the host matters (transient ones).
+    where: str | None = "ACS"
 
 
 class AcsAuthenticationError(OptOutsError, ClientAuthenticationError, ProviderAuthenticationError):

@@ -479,6 +479,24 @@ def assert_history_once(azurite: Azurite, names: dict[str, str], numbers: tuple[
     return stored
 
 
+def test_an_intent_upload_retried_after_its_answer_was_lost_is_not_refused(
+        emulator: AcsEmulator, azurite: Azurite, names: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    service, trail, storage, indexer = direct_service(emulator, azurite, names, monkeypatch)
+    original = storage.put_blob
+
+    def lost_answer(name: str, data: bytes, *, overwrite: bool) -> None:
+        original(name, data, overwrite=overwrite)  # the first attempt lands...
+        if name.endswith("/intent.json"):  # ...its answer is lost, and the SDK's retry finds the blob
+            original(name, data, overwrite=overwrite)
+
+    monkeypatch.setattr(storage, "put_blob", lost_answer)
+    report = service.execute(OptOutCommand(Operation.ADD, NUMBERS[:3], SENDER, "US"), audit=CONTEXT)
+    assert report.audit is not None and report.audit.to_dict()["status"] == "accepted"
+    assert emulator.opted_out(SENDER) == set(NUMBERS[:3])
+    drain_index(azurite, names["queue"], indexer)
+    assert_history_once(azurite, names, NUMBERS[:3], "succeeded")
+
+
 def test_killed_between_intent_and_acs_call_shows_unknown(emulator: AcsEmulator, azurite: Azurite,
                                                           names: dict[str, str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:

@@ -515,8 +515,13 @@ class AuditTrail:
             # The reconcile message first: an intent never exists without one. A reconcile that finds
             # no intent (the intent write failed, the change was refused) has nothing to do.
             self._storage.send(index_message(intent.operation_id, "reconcile"), delay_seconds=self._reconcile_delay)
-            self._storage.put_blob(blob_name(intent.operation_id, INTENT_BLOB), orjson.dumps(intent.to_json()),
-                                   overwrite=False)
+            try:
+                self._storage.put_blob(blob_name(intent.operation_id, INTENT_BLOB), orjson.dumps(intent.to_json()),
+                                       overwrite=False)
+            except ResourceExistsError:
+                # The name holds a fresh uuid4: only this call's own earlier attempt can have written it (the
+                # SDK retried an upload whose answer was lost), so the intent is durable.
+                pass
         except (AzureError, SettingsError, OSError, ValueError) as error:
             _logger.error("audit trail: the intent of a %s (%s %s) could not be written (%s); change refused",
                           action, context.channel, intent.operation_id, describe_error(error))

@@ -46,7 +46,7 @@ clean:
 	rm -rf $(VENV) $(INFRA_VENV) node_modules .pytest_cache .hypothesis .mutation
 
 # Mutation testing of the core modules (not part of `make test`; CPU-heavy, ~minutes per module).
-# `make mutation MODULES=optouts/phone.py` mutates only the modules named. Report: .mutation/report.md
+# `make mutation MODULES=optouts/domain/phone.py` mutates only the modules named. Report: .mutation/report.md
 MUTATION_READY := $(VENV)/.mutation-ready
 $(MUTATION_READY): $(PY_READY) requirements-mutation.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-mutation.txt

@@ -51,8 +51,8 @@ class PollingIndexer:
     def __init__(self, connection_string: str, names: dict[str, str]) -> None:
         from azure.storage.queue import QueueClient
 
-        from optouts.audit import storage_for
-        from optouts.audit_index import AuditIndexer
+        from optouts.audit.index import AuditIndexer
+        from optouts.audit.trail import storage_for
 
         storage = storage_for(container=names["container"], table=names["table"], queue=names["queue"])
         original = storage.upsert_batch
@@ -70,7 +70,7 @@ class PollingIndexer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "PollingIndexer":
+    def __enter__(self) -> PollingIndexer:
         self._thread.start()
         return self
 
@@ -188,7 +188,7 @@ def queued(messages: int, numbers_per_message: int) -> dict[str, Any]:
             started = time.perf_counter()
             deadline = started + WAIT_SECONDS
             while time.perf_counter() < deadline:  # bounded: a stuck run ends, and its counts say so
-                completed = results.get_queue_properties().approximate_message_count
+                completed = results.get_queue_properties().approximate_message_count or 0
                 markers = [b.name for b in container.list_blobs() if b.name.endswith("/index.json")]
                 if completed >= messages and len(markers) >= messages:
                     break

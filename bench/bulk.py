@@ -14,7 +14,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from optouts.acs.client import OptOutsClient
+from optouts.providers.acs.client import OptOutsClient
 
 from .client_overhead import InProcessGateway, RawPoster, normalize_all
 from .measure import time_call

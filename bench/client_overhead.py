@@ -21,10 +21,10 @@ import azure.functions as func
 import function_app
 from devtools.indexing import indexed_functions
 from optouts import runtime
-from optouts.acs import signing
-from optouts.acs.client import OptOutsClient
-from optouts.acs.credentials import decode_access_key, parse_connection_string
-from optouts.phone import NormalizedNumber, normalize
+from optouts.domain.phone import NormalizedNumber, normalize
+from optouts.providers.acs import signing
+from optouts.providers.acs.client import OptOutsClient
+from optouts.providers.acs.credentials import decode_access_key, parse_connection_string
 
 from .measure import Figure, interleaved
 from .processes import emulator_process
@@ -67,7 +67,7 @@ class RawPoster:
     def __init__(self, connection_string: str) -> None:
         self._check = SignedCheck(connection_string)
         url = urlsplit(self._check.endpoint)
-        self._connection = http.client.HTTPConnection(url.hostname, url.port)
+        self._connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port)
 
     def post(self, numbers: list[str]) -> dict:
         body, headers = self._check.build(numbers)

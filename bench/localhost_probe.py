@@ -75,7 +75,7 @@ def half_sent(port: int, pid: int, count: int, wait: float) -> dict[str, object]
         sock.setblocking(False)
         try:
             data = sock.recv(1024)
-            still_open += 0 if data == b"" or data.startswith(b"HTTP/1.1 408") or data.startswith(b"HTTP/1.1 503") else 1
+            still_open += 0 if data == b"" or data.startswith((b"HTTP/1.1 408", b"HTTP/1.1 503")) else 1
         except BlockingIOError:
             still_open += 1
         except OSError:

@@ -37,7 +37,7 @@ def azurite_table_insert_rate(connection_string: str, count: int, concurrency: i
 
     from azure.data.tables import TableClient
 
-    from optouts.storage import transport_options
+    from optouts.azure.storage import transport_options
 
     # The audit trail's own transport settings, so the two figures compare like with like.
     table = TableClient.from_connection_string(connection_string, "benchinserts", **transport_options({}))
@@ -84,7 +84,7 @@ def gateway_rate(connection_string: str, acs_connection_string: str, count: int,
         # Counting, not reading, the results, and not too often: each look costs the host
         # Azurite's attention and this process's GIL (at 20 looks a second, a fifth of it).
         while seen < count and time.perf_counter() < deadline:
-            seen = results.get_queue_properties().approximate_message_count
+            seen = results.get_queue_properties().approximate_message_count or 0
             time.sleep(0.25 if seen < count * 0.9 else 0.02)
         elapsed = time.perf_counter() - started
     runtime.reset()

@@ -9,11 +9,17 @@ import azure.functions as func
 # Light modules only, plus the composition root: the heavy side (the ACS client, phonenumbers,
 # the Storage SDKs) is reached through optouts.runtime, so indexing the app stays quick.
 from optouts import runtime
-from optouts.acs.models import Operation
-from optouts.commands import OptOutCommand, decode_json, is_known_region, parse_command, resolve_sender
-from optouts.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from optouts.openapi import BASE_PATH
-from optouts.problems import Problem, validation_problem
+from optouts.contract.openapi import BASE_PATH
+from optouts.domain.commands import (
+    OptOutCommand,
+    decode_json,
+    is_known_region,
+    parse_command,
+    resolve_sender,
+)
+from optouts.domain.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from optouts.domain.operations import Operation
+from optouts.domain.problems import Problem, validation_problem
 
 from .openapi_api import FORWARDED_VARY, public_origin
 from .responses import guarded, json_response, problem_response, require_json, require_query
@@ -133,7 +139,7 @@ def _next_link(req: func.HttpRequest, phone_number: str, sender: str, top: int, 
 def health(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     """Liveness: the process answers. Whether it can serve requests is /api/health/ready."""
     require_query(req)
-    return json_response({"status": "ok", "configuration": runtime.get_settings().describe()}, trace_id=trace_id)
+    return json_response({"status": "ok", "configuration": runtime.describe_configuration()}, trace_id=trace_id)
 
 
 @blueprint.function_name("Readiness")

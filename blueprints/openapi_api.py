@@ -4,12 +4,13 @@ custom connector can be created straight from the URL. Anonymous: it holds no se
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import azure.functions as func
 
+from optouts.contract.openapi import build_document
 from optouts.forwarding import public_origin as forwarded_origin
 from optouts.forwarding import trusted_forwarders
-from optouts.openapi import build_document
 
 blueprint = func.Blueprint()
 
@@ -17,7 +18,7 @@ blueprint = func.Blueprint()
 FORWARDED_VARY = "X-Forwarded-Host, X-Forwarded-Proto"
 
 
-def public_origin(url: str, headers: func.HttpRequestHeaders | dict[str, str]) -> tuple[str, str]:
+def public_origin(url: str, headers: Mapping[str, str]) -> tuple[str, str]:
     """(scheme, host) the caller used; forwarded headers only from OPTOUT_TRUSTED_FORWARDERS."""
     return forwarded_origin(url, headers, trusted_forwarders())
 

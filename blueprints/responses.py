@@ -14,7 +14,7 @@ import orjson
 
 from optouts import telemetry
 from optouts.config import SettingsError
-from optouts.problems import Problem, new_trace_id, validation_problem
+from optouts.domain.problems import Problem, new_trace_id, validation_problem
 
 _logger = logging.getLogger("optouts.http")
 
@@ -65,7 +65,9 @@ def misconfiguration_problem(error: SettingsError) -> Problem:
                    retry_after=60)
 
 
-def guarded(handler: Callable[[func.HttpRequest, str], func.HttpResponse]) -> Callable[[func.HttpRequest], func.HttpResponse]:
+def guarded(
+    handler: Callable[[func.HttpRequest, str], func.HttpResponse],
+) -> Callable[[func.HttpRequest], func.HttpResponse]:
     """Run `handler(request, trace_id)`, turning every failure into problem details."""
 
     def run(req: func.HttpRequest) -> func.HttpResponse:
@@ -91,9 +93,9 @@ def _answer(handler: Callable[[func.HttpRequest, str], func.HttpResponse], req: 
         return problem_response(misconfiguration_problem(error), trace_id=trace_id)
     except Exception:  # a bug: log it, answer without details
         _logger.exception("unhandled error (traceId %s)", trace_id)
-        problem = Problem(500, "InternalError", "Internal error",
-                          "the gateway failed unexpectedly; the traceId identifies the failure in its logs")
-        return problem_response(problem, trace_id=trace_id)
+        internal = Problem(500, "InternalError", "Internal error",
+                           "the gateway failed unexpectedly; the traceId identifies the failure in its logs")
+        return problem_response(internal, trace_id=trace_id)
 
 
 def require_query(req: func.HttpRequest, allowed: frozenset[str] = frozenset()) -> None:

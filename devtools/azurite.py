@@ -57,7 +57,7 @@ class Azurite:
             f"TableEndpoint={base}:{self.table_port}/{ACCOUNT};"
         )
 
-    def start(self) -> "Azurite":
+    def start(self) -> Azurite:
         if not AZURITE_BIN.exists():
             raise FileNotFoundError(f"{AZURITE_BIN} is missing: run `npm ci` (or `make test`) first")
         if self._location is None:
@@ -119,7 +119,7 @@ class Azurite:
             self._workdir.cleanup()
             self._workdir = None
 
-    def __enter__(self) -> "Azurite":
+    def __enter__(self) -> Azurite:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

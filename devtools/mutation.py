@@ -29,12 +29,13 @@ WORK = ROOT / ".mutation"
 
 #: Each core module and the fast tests that are about it.
 MODULES: dict[str, tuple[str, ...]] = {
-    "optouts/phone.py": ("tests/test_phone.py",),
-    "optouts/commands.py": ("tests/test_commands.py",),
-    "optouts/service.py": ("tests/test_service.py",),
-    "optouts/queued_requests.py": ("tests/test_queued_requests.py", "tests/test_telemetry.py"),
-    "optouts/acs/client.py": ("tests/test_client.py",),
-    "optouts/audit.py": ("tests/test_audit.py",),
+    "optouts/domain/phone.py": ("tests/test_phone.py",),
+    "optouts/domain/commands.py": ("tests/test_commands.py",),
+    "optouts/usecases/service.py": ("tests/test_service.py",),
+    "optouts/usecases/queued_requests.py": ("tests/test_queued_requests.py", "tests/test_telemetry.py"),
+    "optouts/providers/acs/client.py": ("tests/test_client.py",),
+    "optouts/providers/fanout.py": ("tests/test_providers.py", "tests/test_client.py"),
+    "optouts/audit/trail.py": ("tests/test_audit.py",),
 }
 #: Copied next to the mutated package so the tests can import and serve what they need.
 ALSO_COPY = ("devtools/", "blueprints/", "function_app.py", "host.json", "tests/")

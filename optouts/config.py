@@ -1,4 +1,7 @@
-"""Settings read from app settings (environment variables).
+"""The gateway's settings, read from app settings (environment variables).
+
+Each provider reads its own (ACS: optouts/providers/acs/settings.py); the ones here hold
+whichever provider serves a sender.
 
 Reading settings never raises at import time: a missing or broken setting is
 reported as a `SettingsError` naming the setting, when a function first needs it.
@@ -6,20 +9,17 @@ reported as a `SettingsError` naming the setting, when a function first needs it
 
 from __future__ import annotations
 
-import enum
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-DEFAULT_API_VERSION = "2026-01-23"
 DEFAULT_REGION = "US"
 DEFAULT_MAX_NUMBERS = 10_000
 DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_TIME_BUDGET_SECONDS = 60.0
-DEFAULT_SECRET_CACHE_SECONDS = 300.0
 DEFAULT_REQUESTS_QUEUE = "optout-requests"
 DEFAULT_RESULTS_QUEUE = "optout-results"
 DEFAULT_RESULTS_CONTAINER = "optout-results"
@@ -35,8 +35,6 @@ STORAGE_CONNECTION = "AzureWebJobsStorage"
 
 _T = TypeVar("_T")
 
-KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
-
 
 class SettingsError(Exception):
     """A setting is missing or malformed. The message names the setting, never its value."""
@@ -47,23 +45,11 @@ class SettingsError(Exception):
         self.problem = problem
 
 
-class AuthMode(str, enum.Enum):
-    CONNECTION_STRING = "connection-string"
-    KEY_VAULT = "key-vault"
-    MANAGED_IDENTITY = "managed-identity"
-
-
 @dataclass(frozen=True)
 class Settings:
-    auth_mode: AuthMode
-    acs_connection_string: str | None
-    acs_endpoint: str | None
-    key_vault_url: str | None
-    connection_string_secret_name: str | None
-    secret_cache_seconds: float
-    api_version: str
-    allow_insecure_bearer: bool
-    allow_insecure_http: bool
+    """The gateway's own settings: senders, limits, the audit trail. How each provider is
+    reached is its own settings' business (optouts/providers/acs/settings.py)."""
+
     default_sender: str | None
     allowed_senders: frozenset[str]
     default_region: str
@@ -84,7 +70,7 @@ class Settings:
     app_service_auth: bool
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """The settings, or a `SettingsError` for the first problem (`problems` lists them all)."""
         reader = _Reader(os.environ if environ is None else environ)
         settings = cls._read(reader)
@@ -94,48 +80,13 @@ class Settings:
 
     @classmethod
     def problems(cls, environ: Mapping[str, str] | None = None) -> list[SettingsError]:
-        """Every problem of the ACS, sender and limit settings, one per setting (startup, readiness)."""
+        """Every problem of the sender and limit settings, one per setting (startup, readiness)."""
         reader = _Reader(os.environ if environ is None else environ)
         cls._read(reader)
         return reader.problems
 
     @classmethod
-    def _read(cls, env: "_Reader") -> "Settings":
-        connection_string = _text(env, "ACS_CONNECTION_STRING")
-        endpoint = _text(env, "ACS_ENDPOINT")
-        key_vault_url = _text(env, "KEY_VAULT_URL")
-        secret_name = _text(env, "ACS_CONNECTION_STRING_SECRET_NAME")
-
-        auth_mode = AuthMode.CONNECTION_STRING
-        if connection_string is not None:
-            if connection_string.startswith(KEY_VAULT_REFERENCE_PREFIX):
-                env.problem(
-                    "ACS_CONNECTION_STRING",
-                    "is an unresolved Key Vault reference; check that the app's identity "
-                    "can read the secret and that the reference points to an existing secret",
-                )
-            elif problem := connection_string_problem(connection_string):
-                env.problem("ACS_CONNECTION_STRING", problem)
-        elif key_vault_url is not None or secret_name is not None:
-            if key_vault_url is None:
-                env.problem("KEY_VAULT_URL", "is required with ACS_CONNECTION_STRING_SECRET_NAME")
-            if secret_name is None:
-                env.problem("ACS_CONNECTION_STRING_SECRET_NAME", "is required with KEY_VAULT_URL")
-            if key_vault_url is not None and not key_vault_url.lower().startswith("https://"):
-                env.problem("KEY_VAULT_URL", "must start with https://")
-            auth_mode = AuthMode.KEY_VAULT
-        elif endpoint is not None:
-            auth_mode = AuthMode.MANAGED_IDENTITY
-            if not endpoint.lower().startswith(("https://", "http://")):
-                env.problem("ACS_ENDPOINT", "must start with https://")
-        else:
-            env.problem(
-                "ACS_CONNECTION_STRING",
-                "no way to reach ACS is configured: set ACS_CONNECTION_STRING, "
-                "or KEY_VAULT_URL with ACS_CONNECTION_STRING_SECRET_NAME, or ACS_ENDPOINT "
-                "for managed identity",
-            )
-
+    def _read(cls, env: _Reader) -> Settings:
         default_sender = _text(env, "OPTOUT_DEFAULT_SENDER")
         if default_sender is not None and (problem := sender_problem(default_sender)):
             env.problem("OPTOUT_DEFAULT_SENDER", problem)
@@ -161,15 +112,6 @@ class Settings:
             env.problem("OPTOUT_DEFAULT_REGION", "must be a two-letter ISO 3166 region code such as US or GB")
 
         return cls(
-            auth_mode=auth_mode,
-            acs_connection_string=connection_string,
-            acs_endpoint=endpoint,
-            key_vault_url=key_vault_url,
-            connection_string_secret_name=secret_name,
-            secret_cache_seconds=_number(env, "ACS_SECRET_CACHE_SECONDS", DEFAULT_SECRET_CACHE_SECONDS, minimum=0),
-            api_version=_text(env, "ACS_API_VERSION") or DEFAULT_API_VERSION,
-            allow_insecure_bearer=_flag(env, "ACS_ALLOW_INSECURE_BEARER"),
-            allow_insecure_http=_flag(env, "ACS_ALLOW_INSECURE_HTTP"),
             default_sender=default_sender,
             allowed_senders=allowed,
             default_region=region,
@@ -199,10 +141,6 @@ class Settings:
     def describe(self) -> dict[str, object]:
         """What /api/health may show: the configuration's shape, never a secret."""
         return {
-            "authMode": self.auth_mode.value,
-            "acsEndpoint": self.acs_endpoint if self.auth_mode is AuthMode.MANAGED_IDENTITY else None,
-            "keyVaultUrl": self.key_vault_url,
-            "apiVersion": self.api_version,
             "defaultSender": self.default_sender,
             "allowedSenders": sorted(self.allowed_senders),
             "defaultRegion": self.default_region,
@@ -227,7 +165,7 @@ class AuditStorageSettings:
     reconcile_seconds: float
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "AuditStorageSettings":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> AuditStorageSettings:
         reader = _Reader(os.environ if environ is None else environ)
         settings = cls._read(reader)
         if reader.problems:
@@ -235,7 +173,7 @@ class AuditStorageSettings:
         return settings
 
     @classmethod
-    def _read(cls, env: "_Reader") -> "AuditStorageSettings":
+    def _read(cls, env: _Reader) -> AuditStorageSettings:
         names = {
             "OPTOUT_AUDIT_CONTAINER": _text(env, "OPTOUT_AUDIT_CONTAINER") or DEFAULT_AUDIT_CONTAINER,
             "OPTOUT_AUDIT_INDEX_QUEUE": audit_index_queue_name(env.mapping),
@@ -267,7 +205,7 @@ class QueueSettings:
     time_budget_seconds: float
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "QueueSettings":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> QueueSettings:
         reader = _Reader(os.environ if environ is None else environ)
         settings = cls._read(reader)
         if reader.problems:
@@ -281,7 +219,7 @@ class QueueSettings:
         return reader.problems
 
     @classmethod
-    def _read(cls, env: "_Reader") -> "QueueSettings":
+    def _read(cls, env: _Reader) -> QueueSettings:
         names = {
             "OPTOUT_REQUESTS_QUEUE": _text(env, "OPTOUT_REQUESTS_QUEUE") or DEFAULT_REQUESTS_QUEUE,
             "OPTOUT_RESULTS_QUEUE": _text(env, "OPTOUT_RESULTS_QUEUE") or DEFAULT_RESULTS_QUEUE,
@@ -322,9 +260,9 @@ def storage_configured(name: str, environ: Mapping[str, str] | None = None) -> b
 
 
 def all_problems(environ: Mapping[str, str] | None = None) -> list[SettingsError]:
-    """What is wrong with the app settings, one message per problem, never a value: what
-    startup logs and readiness reports. Beyond what `from_environ` refuses, a gateway with no
-    sender at all is reported, since it would refuse every request."""
+    """What is wrong with the gateway's settings, one message per problem, never a value
+    (optouts.runtime.settings_problems adds the providers'). Beyond what `from_environ`
+    refuses, a gateway with no sender at all is reported, since it would refuse every request."""
     env = os.environ if environ is None else environ
     problems = Settings.problems(env) + QueueSettings.problems(env)
     if _text(env, "OPTOUT_DEFAULT_SENDER") is None and not _csv(env, "OPTOUT_ALLOWED_SENDERS"):
@@ -336,22 +274,6 @@ def all_problems(environ: Mapping[str, str] | None = None) -> list[SettingsError
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _SHORT_CODE = re.compile(r"[0-9]{3,8}")
 _STORAGE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
-
-
-def connection_string_problem(value: str) -> str | None:
-    """The shape `endpoint=https://...;accesskey=...`, checked without decoding the key
-    (the client does that when it is built); the message never quotes the value."""
-    parts = {}
-    for part in value.split(";"):
-        name, separator, text = part.partition("=")
-        if separator:
-            parts[name.strip().lower()] = text.strip()
-    endpoint = parts.get("endpoint", "")
-    if not endpoint or not parts.get("accesskey"):
-        return "must have the form endpoint=https://<resource>.communication.azure.com/;accesskey=<key>"
-    if not endpoint.lower().startswith(("https://", "http://")):
-        return "its endpoint must start with https://"
-    return None
 
 
 def comparable_sender(sender: str) -> str:

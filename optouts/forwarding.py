@@ -18,14 +18,16 @@ from collections.abc import Mapping
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from .config import SettingsError
-from .openapi import PLACEHOLDER_HOST
+from optouts.config import SettingsError
+from optouts.contract.openapi import PLACEHOLDER_HOST
 
 TRUSTED_FORWARDERS_SETTING = "OPTOUT_TRUSTED_FORWARDERS"
 
 # A forwarded header is caller-controlled text that lands in a document people import:
 # accept host names, IPv4/IPv6 literals and a port, nothing else.
-_HOST_PATTERN = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$")
+_HOST_PATTERN = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$"
+)
 _SCHEMES = ("https", "http")
 _logger = logging.getLogger(__name__)
 

@@ -19,19 +19,20 @@ from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from .acs import (
-    AcsAuthenticationError,
-    AcsBadRequestError,
-    AcsThrottledError,
-    AcsTransientError,
-    CredentialUnavailableError,
-    OptOutsClient,
+from optouts.azure.storage import queue_client
+from optouts.config import QueueSettings, Settings, SettingsError, all_problems
+from optouts.domain.operations import Operation
+from optouts.domain.problems import Problem
+from optouts.providers.base import (
+    Provider,
+    ProviderAuthenticationError,
+    ProviderCredentialsError,
+    ProviderRejectedError,
+    ProviderTransientError,
     RecipientOutcome,
 )
-from .config import QueueSettings, Settings, SettingsError, all_problems
-from .problems import Problem
-from .service import OptOutService
-from .storage import queue_client
+from optouts.providers.router import ProviderRouter
+from optouts.usecases.service import OptOutService
 
 _logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class ReadinessProbe:
         settings: Callable[[], Settings],
         service: Callable[[], OptOutService],
         storage_check: Callable[[], None],
+        problems: Callable[[Any], list[SettingsError]] = all_problems,
         cache_seconds: float = CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -97,6 +99,7 @@ class ReadinessProbe:
         self._settings = settings
         self._service = service
         self._storage_check = storage_check
+        self._problems = problems
         self._cache_seconds = cache_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -116,7 +119,7 @@ class ReadinessProbe:
 
     def _probe(self) -> Readiness:
         checks: dict[str, Check] = {}
-        problems = all_problems(self._environ())
+        problems = self._problems(self._environ())
         if problems:
             checks["settings"] = Check(FAILED, "; ".join(str(p) for p in problems[:10]), "GatewayMisconfigured")
             checks["credentials"] = Check(SKIPPED, "the settings are broken")
@@ -140,7 +143,10 @@ class ReadinessProbe:
         if sender is None:
             return {"credentials": Check(OK), "acs": Check(SKIPPED, "no sender is configured")}
         started = time.perf_counter()
-        credentials, acs = _check_acs(service.client, sender)
+        provider = service.provider
+        if isinstance(provider, ProviderRouter):
+            provider = provider.provider_for(sender)
+        credentials, acs = _check_provider(provider, sender)
         elapsed = (time.perf_counter() - started) * 1000
         return {"credentials": credentials, "acs": Check(acs.status, acs.detail, acs.code, elapsed)}
 
@@ -156,23 +162,24 @@ class ReadinessProbe:
         return Check(OK)
 
 
-def _check_acs(client: OptOutsClient, sender: str) -> tuple[Check, Check]:
-    host = urlsplit(client.endpoint).hostname
+def _check_provider(provider: Provider, sender: str) -> tuple[Check, Check]:
+    """(credentials, upstream) for one check of the test number; codes from the provider's errors."""
+    where = f"{provider.name.upper()} at {urlsplit(getattr(provider, 'endpoint', '')).hostname}"
     try:
-        [result] = client.check(sender, [TEST_NUMBER], time_budget=ACS_TIME_BUDGET_SECONDS)
-    except CredentialUnavailableError as error:
-        return Check(FAILED, str(error), "CredentialsUnavailable"), Check(SKIPPED, "no credentials")
-    except AcsAuthenticationError:
-        return Check(OK), Check(FAILED, f"ACS at {host} rejected the gateway's credentials or does not own the "
-                                        "sender", "AcsAuthenticationFailed")
-    except AcsTransientError as error:
-        code = "AcsThrottled" if isinstance(error, AcsThrottledError) else "AcsUnavailable"
-        return Check(OK), Check(FAILED, f"ACS at {host} is throttling or unavailable", code)
-    except AcsBadRequestError:
-        return Check(OK), Check(FAILED, f"ACS at {host} rejected the check call", "AcsRejectedRequest")
+        [result] = provider.run(Operation.CHECK, sender, [TEST_NUMBER], time_budget=ACS_TIME_BUDGET_SECONDS)
+    except ProviderCredentialsError as error:
+        return Check(FAILED, str(error), error.code), Check(SKIPPED, "no credentials")
+    except ProviderAuthenticationError as error:
+        return Check(OK), Check(FAILED, f"{where} rejected the gateway's credentials or does not own the "
+                                        "sender", error.code)
+    except ProviderTransientError as error:
+        return Check(OK), Check(FAILED, f"{where} is throttling or unavailable", error.code)
+    except ProviderRejectedError as error:
+        return Check(OK), Check(FAILED, f"{where} rejected the check call", error.code)
     if result.outcome is RecipientOutcome.SUCCEEDED:
         return Check(OK), Check(OK)
-    return Check(OK), Check(FAILED, f"ACS at {host} answered {result.status_code} for the test number",
+    return Check(OK), Check(FAILED, f"{where} answered {result.status_code} for the test number",
+                            # The readiness contract's codes for the "acs" check (docs: README Operations).
                             "AcsUnavailable" if result.outcome is RecipientOutcome.FAILED else "AcsRejectedRequest")
 
 

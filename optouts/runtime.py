@@ -1,12 +1,12 @@
 """The composition root: one service per worker process, built lazily from app settings.
 
-This is the one place where imports are deferred. `import function_app` (indexing the app,
-cold start) loads the blueprints, which import only light modules plus this one; the heavy
-side (azure-core and the ACS client, phonenumbers, the Storage SDKs) is imported here, by
-the getters and factories below, when the first request needs it. Building lazily also
-means a broken setting is reported as an answer, not as a crash at import.
-`start`, called when the app is indexed, logs every settings problem at once and sets up
-telemetry (optouts.telemetry); it never raises.
+This is the one place where building is deferred, so that `import function_app` (indexing
+the app, cold start) stays light: the blueprints import light modules and this one, and the
+heavy side (a provider's client and its SDK, phonenumbers, the Storage SDKs) is imported by
+the getters and factories below when the first request needs it. Building lazily also means
+a broken setting is reported as an answer, not as a crash at import. `start`, called when the
+app is indexed, logs every settings problem at once and sets up telemetry (optouts.telemetry);
+it never raises.
 """
 
 from __future__ import annotations
@@ -17,27 +17,30 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .config import AuditStorageSettings, AuthMode, QueueSettings, Settings, SettingsError, all_problems
-from .problems import Problem, validation_problem
+from optouts.config import AuditStorageSettings, QueueSettings, Settings, SettingsError, all_problems
+from optouts.domain.problems import Problem, validation_problem
+from optouts.providers.acs.settings import AcsSettings, AuthMode
 
 if TYPE_CHECKING:
-    from .acs.client import OptOutsClient
-    from .audit import AuditStorage, AuditTrail, HistoryPage
-    from .audit_index import AuditIndexer
-    from .callers import AuditContext
-    from .queued_requests import QueuedRequestProcessor
-    from .readiness import ReadinessProbe
-    from .service import OptOutService
+    from optouts.audit.callers import AuditContext
+    from optouts.audit.index import AuditIndexer
+    from optouts.audit.trail import AuditStorage, AuditTrail, HistoryPage
+    from optouts.providers.acs.client import OptOutsClient
+    from optouts.providers.base import Provider
+    from optouts.readiness import ReadinessProbe
+    from optouts.usecases.queued_requests import QueuedRequestProcessor
+    from optouts.usecases.service import OptOutService
 
 _logger = logging.getLogger("optouts.startup")
 _http_logger = logging.getLogger("optouts.http")
 _lock = threading.Lock()
 _settings: Settings | None = None
-_service: "OptOutService | None" = None
-_processor: "QueuedRequestProcessor | None" = None
-_audit_trail: "AuditTrail | None" = None
-_audit_indexer: "AuditIndexer | None" = None
-_readiness: "ReadinessProbe | None" = None
+_acs_settings: AcsSettings | None = None
+_service: OptOutService | None = None
+_processor: QueuedRequestProcessor | None = None
+_audit_trail: AuditTrail | None = None
+_audit_indexer: AuditIndexer | None = None
+_readiness: ReadinessProbe | None = None
 _telemetry: str | None = None
 
 
@@ -50,14 +53,14 @@ def start(environ: Mapping[str, str] | None = None) -> list[SettingsError]:
     with _lock:
         if _telemetry is None:
             _telemetry = _configure_telemetry(env)
-    problems = all_problems(env)
+    problems = settings_problems(env)
     for problem in problems:
         _logger.error("startup: %s", problem)
     return problems
 
 
 def _configure_telemetry(env: Mapping[str, str]) -> str:
-    from . import telemetry
+    from optouts import telemetry
 
     telemetry.quiet_azure_sdk(env)
     choice = telemetry.exporter_choice(env)
@@ -78,7 +81,7 @@ def _configure_azure_monitor(env: Mapping[str, str]) -> None:
     from azure.monitor.opentelemetry import configure_azure_monitor
     from opentelemetry.sdk.resources import Resource
 
-    from . import telemetry
+    from optouts import telemetry
 
     entra, client_id = telemetry.monitor_client_id(env)
     # The Functions host already ships the worker's log lines to Application Insights; the
@@ -108,7 +111,7 @@ def _configure_console() -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-    from . import telemetry
+    from optouts import telemetry
 
     resource = Resource.create({"service.name": telemetry.SERVICE_NAME})
     tracer_provider = TracerProvider(resource=resource)
@@ -118,36 +121,62 @@ def _configure_console() -> None:
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
 
 
+def settings_problems(environ: Mapping[str, str] | None = None) -> list[SettingsError]:
+    """What is wrong with the app settings: each provider's, then the gateway's (startup logs
+    them, readiness reports them); one message per problem, never a value."""
+    env = os.environ if environ is None else environ
+    return AcsSettings.problems(env) + all_problems(env)
+
+
 def get_settings() -> Settings:
+    """The gateway's settings. The providers' settings are read first, so that a broken ACS
+    setting fails every request (503 GatewayMisconfigured) before any work is done."""
     global _settings
     if _settings is None:
+        get_acs_settings()
         with _lock:
             if _settings is None:
                 _settings = Settings.from_environ()
     return _settings
 
 
-def get_service() -> "OptOutService":
+def get_acs_settings() -> AcsSettings:
+    global _acs_settings
+    if _acs_settings is None:
+        with _lock:
+            if _acs_settings is None:
+                _acs_settings = AcsSettings.from_environ()
+    return _acs_settings
+
+
+def describe_configuration() -> dict[str, object]:
+    """What /api/health shows: the providers' settings, then the gateway's; never a secret."""
+    settings = get_settings()
+    return {**get_acs_settings().describe(), **settings.describe()}
+
+
+def get_service() -> OptOutService:
     global _service
     if _service is None:
         settings = get_settings()
+        acs = get_acs_settings()
         # Before taking the lock, which get_audit_trail takes itself.
         audit_trail = get_audit_trail()
         with _lock:
             if _service is None:
-                from .acs.errors import CredentialUnavailableError
-                from .service import OptOutService, credentials_unavailable
+                from optouts.providers.base import ProviderCredentialsError
+                from optouts.usecases.service import OptOutService, credentials_unavailable
 
                 try:
-                    client = build_client(settings)
-                except CredentialUnavailableError as error:
+                    provider = build_provider(settings, acs)
+                except ProviderCredentialsError as error:
                     # Not cached: the next request tries again.
                     raise credentials_unavailable(error) from None
-                _service = OptOutService(client, audit_trail)
+                _service = OptOutService(provider, audit_trail)
     return _service
 
 
-def get_audit_trail() -> "AuditTrail":
+def get_audit_trail() -> AuditTrail:
     """The audit trail. Whether it is enabled is decided once, from the settings: with
     OPTOUT_AUDIT_WRITES=false it only reads; with no AzureWebJobsStorage it is disabled."""
     global _audit_trail
@@ -155,7 +184,7 @@ def get_audit_trail() -> "AuditTrail":
         settings = get_settings()
         with _lock:
             if _audit_trail is None:
-                from .audit import AuditTrail
+                from optouts.audit.trail import AuditTrail
 
                 storage = _audit_storage(settings) if settings.audit_storage_configured else None
                 _audit_trail = AuditTrail(storage, include_checks=settings.audit_checks,
@@ -164,37 +193,37 @@ def get_audit_trail() -> "AuditTrail":
     return _audit_trail
 
 
-def get_audit_indexer() -> "AuditIndexer":
+def get_audit_indexer() -> AuditIndexer:
     global _audit_indexer
     if _audit_indexer is None:
         # Its own settings only: a broken ACS setting must not stop indexing.
         settings = AuditStorageSettings.from_environ()
         with _lock:
             if _audit_indexer is None:
-                from .audit import storage_for
-                from .audit_index import AuditIndexer
+                from optouts.audit.index import AuditIndexer
+                from optouts.audit.trail import storage_for
 
                 storage = storage_for(container=settings.container, table=settings.table, queue=settings.index_queue)
                 _audit_indexer = AuditIndexer(storage, reconcile_delay=settings.reconcile_seconds)
     return _audit_indexer
 
 
-def _audit_storage(settings: Settings) -> "AuditStorage":
-    from .audit import storage_for
+def _audit_storage(settings: Settings) -> AuditStorage:
+    from optouts.audit.trail import storage_for
 
     return storage_for(container=settings.audit_container, table=settings.audit_table,
                        queue=settings.audit_index_queue)
 
 
-def get_queue_processor(max_dequeue_count: int) -> "QueuedRequestProcessor":
-    """The queue processor; storage clients are built once, ACS settings read per message
+def get_queue_processor(max_dequeue_count: int) -> QueuedRequestProcessor:
+    """The queue processor; storage clients are built once, provider settings read per message
     so that a fixed setting is picked up without losing messages."""
     global _processor
     if _processor is None:
         with _lock:
             if _processor is None:
-                from .queued_requests import QueuedRequestProcessor, ResultPublisher
-                from .storage import blob_container_client, queue_client
+                from optouts.azure.storage import blob_container_client, queue_client
+                from optouts.usecases.queued_requests import QueuedRequestProcessor, ResultPublisher
 
                 queue_settings = QueueSettings.from_environ()
                 publisher = ResultPublisher(
@@ -212,10 +241,27 @@ def get_queue_processor(max_dequeue_count: int) -> "QueuedRequestProcessor":
     return _processor
 
 
+def get_readiness() -> ReadinessProbe:
+    global _readiness
+    if _readiness is None:
+        with _lock:
+            if _readiness is None:
+                from optouts.readiness import ReadinessProbe, storage_check
+
+                _readiness = ReadinessProbe(
+                    environ=lambda: os.environ,
+                    problems=settings_problems,
+                    settings=get_settings,
+                    service=get_service,
+                    storage_check=storage_check(QueueSettings.from_environ),
+                )
+    return _readiness
+
+
 def process_queue_message(message_id: str, body: bytes, dequeue_count: int, max_dequeue_count: int) -> str | None:
     """Carry out one queued request (see `QueuedRequestProcessor.process`): None once its
     terminal state is published, else why the host should deliver it again."""
-    from .queued_requests import QueuedMessage, RetryLater
+    from optouts.usecases.queued_requests import QueuedMessage, RetryLater
 
     message = QueuedMessage(id=message_id, body=body, dequeue_count=dequeue_count)
     try:
@@ -225,10 +271,10 @@ def process_queue_message(message_id: str, body: bytes, dequeue_count: int, max_
     return None
 
 
-def http_audit_context(headers: Mapping[str, str], trace_id: str) -> "AuditContext":
+def http_audit_context(headers: Mapping[str, str], trace_id: str) -> AuditContext:
     """Who is asking, for the audit trail, from an HTTP request's headers: a verified caller only
     when App Service authentication is on (WEBSITE_AUTH_ENABLED), else what they claim."""
-    from .callers import http_context
+    from optouts.audit.callers import http_context
 
     return http_context(headers, trace_id, verified_headers=get_settings().app_service_auth)
 
@@ -238,7 +284,7 @@ def read_operation(operation_id: str) -> dict[str, Any]:
     accepted, or a journal that cannot be read."""
     from azure.core.exceptions import AzureError
 
-    from .audit import OPERATION_ID_PATTERN, audit_unavailable_problem, describe_error
+    from optouts.audit.trail import OPERATION_ID_PATTERN, audit_unavailable_problem, describe_error
 
     if not OPERATION_ID_PATTERN.fullmatch(operation_id):
         raise validation_problem({"operationId": ["must be an operation id as an answer's audit object gives it"]})
@@ -253,13 +299,13 @@ def read_operation(operation_id: str) -> dict[str, Any]:
 
 
 def read_history(sender: str, raw_number: str, region: str, top: int,
-                 continuation_token: str | None) -> "tuple[str, HistoryPage]":
+                 continuation_token: str | None) -> tuple[str, HistoryPage]:
     """(the number in E.164, one page of its audit records); a Problem for a number that is
     not one, a token this API did not issue, or an audit table that cannot be read."""
     from azure.core.exceptions import AzureError
 
-    from .audit import InvalidContinuationToken, describe_error
-    from .phone import InvalidNumber, normalize
+    from optouts.audit.trail import InvalidContinuationToken, describe_error
+    from optouts.domain.phone import InvalidNumber, normalize
 
     number = normalize(raw_number, region)
     if isinstance(number, InvalidNumber):
@@ -275,71 +321,64 @@ def read_history(sender: str, raw_number: str, region: str, top: int,
     return number.e164, page
 
 
-def get_readiness() -> "ReadinessProbe":
-    global _readiness
-    if _readiness is None:
-        with _lock:
-            if _readiness is None:
-                from .readiness import ReadinessProbe, storage_check
+def build_provider(settings: Settings, acs: AcsSettings) -> Provider:
+    """The provider the use cases talk to: a router over every configured provider, each
+    sender to its own (today every sender is ACS's; issue 23 adds AWS senders)."""
+    from optouts.providers.router import ProviderRouter
 
-                _readiness = ReadinessProbe(
-                    environ=lambda: os.environ,
-                    settings=get_settings,
-                    service=get_service,
-                    storage_check=storage_check(QueueSettings.from_environ),
-                )
-    return _readiness
+    return ProviderRouter(default=build_acs_client(settings, acs))
 
 
-def build_client(settings: Settings) -> "OptOutsClient":
-    from .acs.client import OptOutsClient
-    from .acs.credentials import InvalidConnectionStringError
-    from .acs.errors import InsecureEndpointError
+def build_acs_client(settings: Settings, acs: AcsSettings) -> OptOutsClient:
+    from optouts.providers.acs.client import OptOutsClient
+    from optouts.providers.acs.credentials import InvalidConnectionStringError
+    from optouts.providers.acs.errors import InsecureEndpointError
 
-    options = {
-        "api_version": settings.api_version,
+    options: dict[str, Any] = {
+        "api_version": acs.api_version,
         "max_concurrency": settings.max_concurrency,
         "time_budget": settings.time_budget_seconds,
-        "allow_insecure_http": settings.allow_insecure_http,
+        "allow_insecure_http": acs.allow_insecure_http,
     }
-    if settings.auth_mode is AuthMode.CONNECTION_STRING:
-        assert settings.acs_connection_string is not None
+    if acs.auth_mode is AuthMode.CONNECTION_STRING:
+        assert acs.connection_string is not None
         try:
-            return OptOutsClient.from_connection_string(settings.acs_connection_string, **options)
+            return OptOutsClient.from_connection_string(acs.connection_string, **options)
         except (InvalidConnectionStringError, InsecureEndpointError) as error:
             raise SettingsError("ACS_CONNECTION_STRING", str(error)) from None
-    if settings.auth_mode is AuthMode.MANAGED_IDENTITY:
-        from .identity import gateway_credential
+    if acs.auth_mode is AuthMode.MANAGED_IDENTITY:
+        from optouts.azure.identity import gateway_credential
 
-        assert settings.acs_endpoint is not None
-        if not settings.acs_endpoint.lower().startswith(("https://", "http://")):
+        assert acs.endpoint is not None
+        if not acs.endpoint.lower().startswith(("https://", "http://")):
             raise SettingsError("ACS_ENDPOINT", "must start with https://")
         try:
             return OptOutsClient(
-                settings.acs_endpoint,
+                acs.endpoint,
                 gateway_credential(),
-                allow_insecure_bearer=settings.allow_insecure_bearer,
+                allow_insecure_bearer=acs.allow_insecure_bearer,
                 **options,
             )
         except InsecureEndpointError as error:
             raise SettingsError("ACS_ENDPOINT", str(error)) from None
-    from .keyvault import build_key_vault_client
+    from optouts.providers.acs.keyvault import build_key_vault_client
 
     try:
-        return build_key_vault_client(settings, **options)
+        return build_key_vault_client(acs, **options)
     except InsecureEndpointError as error:
         raise SettingsError("ACS_CONNECTION_STRING_SECRET_NAME", f"the secret's {error}") from None
 
 
 def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
-    global _settings, _service, _processor, _audit_trail, _audit_indexer, _readiness
+    global _settings, _acs_settings, _service, _processor, _audit_trail, _audit_indexer, _readiness
     with _lock:
-        service, _service, _settings, _processor, _readiness = _service, None, None, None, None
+        service, _service, _settings, _acs_settings, _processor = _service, None, None, None, None
+        _readiness = None
         audit_trail, _audit_trail = _audit_trail, None
         indexer, _audit_indexer = _audit_indexer, None
     if service is not None:
-        service.client.close()
+        service.provider.close()
     if audit_trail is not None:
         audit_trail.close()
     if indexer is not None:

@@ -192,7 +192,9 @@ def record_upstream_retries(operation: str, retries: int, provider: str = PROVID
 # -- HTTP requests -------------------------------------------------------------------------
 
 @contextmanager
-def http_request(method: str, url: str, route_params: Mapping[str, str], traceparent: str | None) -> Iterator["HttpExchange"]:
+def http_request(
+    method: str, url: str, route_params: Mapping[str, str], traceparent: str | None
+) -> Iterator[HttpExchange]:
     """A SERVER span and, at its end, one log line and one duration sample for the request."""
     route = route_template(url, route_params)
     exchange = HttpExchange(method.upper()[:10], route)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import settings
 
 from devtools.acs_emulator import AcsEmulator
-from optouts.acs import OptOutsClient
+from optouts.providers.acs import OptOutsClient
 
 # `make mutation` runs the property tests once per mutant: fewer examples, the same each time.
 settings.register_profile("mutation", max_examples=10, derandomize=True, deadline=None)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from devtools.acs_emulator import AcsEmulator, FaultConfig, auth, running_emulator
-from optouts.acs import signing
+from optouts.providers.acs import signing
 
 SENDER = "+18005550100"
 NUMBER = "+14255550100"
@@ -204,7 +204,7 @@ def test_emulator_verifier_accepts_the_published_vectors_and_nothing_else(
 
 
 def test_emulator_verifier_shares_no_code_with_the_client_signer() -> None:
-    """A verifier built on optouts.acs.signing would accept whatever that module gets wrong."""
+    """A verifier built on optouts.providers.acs.signing would accept whatever that module gets wrong."""
     tree = ast.parse(Path(auth.__file__).read_text(encoding="utf-8"))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
@@ -508,7 +508,7 @@ def test_keep_alive_and_stop_drops_kept_alive_connections(acs: AcsEmulator) -> N
 def test_restart_after_stop(acs: AcsEmulator) -> None:
     acs.stop()
     with pytest.raises(RuntimeError):
-        acs.endpoint
+        _ = acs.endpoint
     acs.start()
     assert acs.endpoint.startswith("http://127.0.0.1:")
     assert post(acs, "check", recipients(NUMBER))[0] == 200

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,15 +27,16 @@ from azure.storage.queue import QueueClient
 from devtools.acs_emulator import AcsEmulator, FaultConfig
 from devtools.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, free_port
 from devtools.localhost import LocalHost
-from optouts import audit, runtime
-from optouts.acs.models import Operation
-from optouts.audit import AuditStorage, AuditTrail, storage_for
-from optouts.audit_index import AuditIndexer
-from optouts.callers import AuditContext, queue_context
-from optouts.commands import OptOutCommand
-from optouts.problems import Problem
-from optouts.queued_requests import QueuedMessage, QueuedRequestProcessor, RetryLater
-from optouts.service import OptOutService
+from optouts import runtime
+from optouts.audit import trail as audit
+from optouts.audit.callers import AuditContext, queue_context
+from optouts.audit.index import AuditIndexer
+from optouts.audit.trail import AuditStorage, AuditTrail, storage_for
+from optouts.domain.commands import OptOutCommand
+from optouts.domain.operations import Operation
+from optouts.domain.problems import Problem
+from optouts.usecases.queued_requests import QueuedMessage, QueuedRequestProcessor, RetryLater
+from optouts.usecases.service import OptOutService
 
 from .conftest import OTHER_SENDER, SENDER, fast_client
 from .test_http_api import assert_problem, body_of, call
@@ -348,7 +349,7 @@ def test_history_next_link_names_the_public_host(audit_env: dict[str, str], azur
 
 
 def test_history_refuses_bad_input(audit_env: dict[str, str]) -> None:
-    def get(phone_number: str, **params: str):  # noqa: ANN202 - a response
+    def get(phone_number: str, **params: str):
         return call("GetOptOutHistory", method="GET", route_params={"phoneNumber": phone_number}, params=params)
 
     assert "phoneNumber" in assert_problem(get("not a number"), 400)["errors"]
@@ -478,6 +479,24 @@ def assert_history_once(azurite: Azurite, names: dict[str, str], numbers: tuple[
     return stored
 
 
+def test_an_intent_upload_retried_after_its_answer_was_lost_is_not_refused(
+        emulator: AcsEmulator, azurite: Azurite, names: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    service, trail, storage, indexer = direct_service(emulator, azurite, names, monkeypatch)
+    original = storage.put_blob
+
+    def lost_answer(name: str, data: bytes, *, overwrite: bool) -> None:
+        original(name, data, overwrite=overwrite)  # the first attempt lands...
+        if name.endswith("/intent.json"):  # ...its answer is lost, and the SDK's retry finds the blob
+            original(name, data, overwrite=overwrite)
+
+    monkeypatch.setattr(storage, "put_blob", lost_answer)
+    report = service.execute(OptOutCommand(Operation.ADD, NUMBERS[:3], SENDER, "US"), audit=CONTEXT)
+    assert report.audit is not None and report.audit.to_dict()["status"] == "accepted"
+    assert emulator.opted_out(SENDER) == set(NUMBERS[:3])
+    drain_index(azurite, names["queue"], indexer)
+    assert_history_once(azurite, names, NUMBERS[:3], "succeeded")
+
+
 def test_killed_between_intent_and_acs_call_shows_unknown(emulator: AcsEmulator, azurite: Azurite,
                                                           names: dict[str, str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
@@ -486,7 +505,7 @@ def test_killed_between_intent_and_acs_call_shows_unknown(emulator: AcsEmulator,
     def dies(*args: Any, **kwargs: Any) -> Any:
         raise WorkerDied()
 
-    monkeypatch.setattr(service.client, "run", dies)
+    monkeypatch.setattr(service.provider, "run", dies)
     with pytest.raises(WorkerDied):
         service.execute(OptOutCommand(Operation.ADD, NUMBERS, SENDER, "US"), audit=CONTEXT)
     assert emulator.opted_out(SENDER) == set()
@@ -753,10 +772,9 @@ def wait_for_result(results_queue: QueueClient, correlation_id: str) -> dict:
 # -- keys -------------------------------------------------------------------------------------------
 
 def test_history_keys_sort_newest_first_and_are_the_same_on_every_run() -> None:
-    from datetime import timezone
 
-    older = datetime(2026, 1, 1, 12, 0, 0, 0, tzinfo=timezone.utc)
-    newer = datetime(2026, 1, 1, 12, 0, 0, 1, tzinfo=timezone.utc)
+    older = datetime(2026, 1, 1, 12, 0, 0, 0, tzinfo=UTC)
+    newer = datetime(2026, 1, 1, 12, 0, 0, 1, tzinfo=UTC)
     operation_id = "c" * 32
     assert audit.history_keys(SENDER, NUMBER, newer, operation_id)[1] < audit.history_keys(SENDER, NUMBER, older,
                                                                                          operation_id)[1]

@@ -27,7 +27,7 @@ MONITOR_RESOURCE = "https://monitor.azure.com"
 
 
 class _Ingestion(JsonHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)

@@ -14,17 +14,17 @@ from azure.core.credentials import AccessToken
 
 from devtools.acs_emulator import AcsEmulator, FaultConfig
 from devtools.azure_standins._server import JsonHandler, LocalServer
-from optouts.acs import (
+from optouts.providers.acs import (
     AcsAuthenticationError,
     AcsBadRequestError,
     AcsThrottledError,
     AcsUnavailableError,
     InvalidConnectionStringError,
     OptOutsClient,
-    RecipientOutcome,
     StaticAccessKey,
     parse_connection_string,
 )
+from optouts.providers.base import RecipientOutcome
 
 from .conftest import SENDER, fast_client
 
@@ -333,7 +333,7 @@ class _PartialAnswers(JsonHandler):
     """An ACS stand-in whose answers mention only the first recipient asked about,
     among items that are not recipients at all."""
 
-    def do_POST(self) -> None:  # noqa: N802 - the base class's naming
+    def do_POST(self) -> None:
         asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["recipients"]
         self.server.owner.append([r["to"] for r in asked])  # type: ignore[attr-defined]
         first = asked[0]["to"]
@@ -365,7 +365,7 @@ def test_recipients_missing_from_an_answer_fail_as_transient_and_are_asked_again
 class _RecordingAcs(JsonHandler):
     """An ACS stand-in that records each call's headers and body and opts nobody out."""
 
-    def do_POST(self) -> None:  # noqa: N802 - the base class's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.owner.append((dict(self.headers), body))  # type: ignore[attr-defined]
         asked = json.loads(body)["recipients"]

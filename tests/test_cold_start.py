@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ["azure.core", "phonenumbers", "requests", "azure.storage.queue", "azure.storage.blob",
-         "azure.data.tables", "azure.identity", "azure.keyvault.secrets", "optouts.acs.client"]
+         "azure.data.tables", "azure.identity", "azure.keyvault.secrets", "optouts.providers.acs.client"]
 
 
 def loaded_after(code: str) -> set[str]:
@@ -31,7 +31,8 @@ def test_the_first_request_path_does_load_the_client() -> None:
     """The probe above can fail: building the client through the runtime loads azure-core."""
     loaded = loaded_after(
         "import function_app\nfrom optouts import runtime\nfrom optouts.config import Settings\n"
-        "runtime.build_client(Settings.from_environ({'ACS_CONNECTION_STRING': "
-        "'endpoint=http://127.0.0.1:1/;accesskey=ZHVtbXk='})).close()"
+        "from optouts.providers.acs.settings import AcsSettings\n"
+        "env = {'ACS_CONNECTION_STRING': 'endpoint=http://127.0.0.1:1/;accesskey=ZHVtbXk='}\n"
+        "runtime.build_provider(Settings.from_environ(env), AcsSettings.from_environ(env)).close()"
     )
-    assert {"azure.core", "requests", "optouts.acs.client"} <= loaded
+    assert {"azure.core", "requests", "optouts.providers.acs.client"} <= loaded

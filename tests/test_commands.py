@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from optouts.acs.models import Operation
-from optouts.commands import decode_json, parse_command
 from optouts.config import Settings
-from optouts.problems import Problem
+from optouts.domain.commands import decode_json, parse_command
+from optouts.domain.operations import Operation
+from optouts.domain.problems import Problem
 
 SETTINGS = Settings.from_environ({
     "ACS_CONNECTION_STRING": "endpoint=http://127.0.0.1:1/;accesskey=cHc=",

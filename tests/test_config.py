@@ -1,28 +1,30 @@
 import pytest
 
-from optouts.config import AuthMode, Settings, SettingsError
+from optouts.config import Settings, SettingsError
+from optouts.providers.acs.settings import AcsSettings, AuthMode
 
 CONNECTION = "endpoint=https://x.communication.azure.com/;accesskey=cHc="
 
 
 def test_connection_string_mode_and_defaults() -> None:
+    acs = AcsSettings.from_environ({"ACS_CONNECTION_STRING": CONNECTION, "OPTOUT_DEFAULT_SENDER": "+18005550100"})
+    assert acs.auth_mode is AuthMode.CONNECTION_STRING
+    assert acs.api_version == "2026-01-23"
     settings = Settings.from_environ({"ACS_CONNECTION_STRING": CONNECTION, "OPTOUT_DEFAULT_SENDER": "+18005550100"})
-    assert settings.auth_mode is AuthMode.CONNECTION_STRING
-    assert settings.api_version == "2026-01-23"
     assert settings.allowed_senders == frozenset({"+18005550100"})
     assert (settings.max_numbers, settings.max_concurrency, settings.default_region) == (10_000, 8, "US")
 
 
 def test_managed_identity_when_only_endpoint() -> None:
-    settings = Settings.from_environ({"ACS_ENDPOINT": "https://x.communication.azure.com"})
+    settings = AcsSettings.from_environ({"ACS_ENDPOINT": "https://x.communication.azure.com"})
     assert settings.auth_mode is AuthMode.MANAGED_IDENTITY
 
 
 def test_key_vault_mode_needs_both_settings() -> None:
     with pytest.raises(SettingsError) as raised:
-        Settings.from_environ({"KEY_VAULT_URL": "https://kv.vault.azure.net/"})
+        AcsSettings.from_environ({"KEY_VAULT_URL": "https://kv.vault.azure.net/"})
     assert raised.value.setting == "ACS_CONNECTION_STRING_SECRET_NAME"
-    settings = Settings.from_environ(
+    settings = AcsSettings.from_environ(
         {"KEY_VAULT_URL": "https://kv.vault.azure.net/", "ACS_CONNECTION_STRING_SECRET_NAME": "acs"}
     )
     assert settings.auth_mode is AuthMode.KEY_VAULT
@@ -30,14 +32,14 @@ def test_key_vault_mode_needs_both_settings() -> None:
 
 def test_nothing_configured_names_the_setting() -> None:
     with pytest.raises(SettingsError) as raised:
-        Settings.from_environ({})
+        AcsSettings.from_environ({})
     assert raised.value.setting == "ACS_CONNECTION_STRING"
 
 
 def test_unresolved_key_vault_reference_is_detected() -> None:
     reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/acs/)"
     with pytest.raises(SettingsError) as raised:
-        Settings.from_environ({"ACS_CONNECTION_STRING": reference})
+        AcsSettings.from_environ({"ACS_CONNECTION_STRING": reference})
     assert raised.value.setting == "ACS_CONNECTION_STRING"
     assert "Key Vault reference" in str(raised.value)
 
@@ -47,8 +49,9 @@ def test_unresolved_key_vault_reference_is_detected() -> None:
     [("OPTOUT_MAX_NUMBERS", "lots"), ("OPTOUT_MAX_CONCURRENCY", "0"), ("ACS_ALLOW_INSECURE_BEARER", "maybe")],
 )
 def test_broken_numbers_and_flags_name_the_setting(name: str, value: str) -> None:
+    read = AcsSettings.from_environ if name.startswith("ACS_") else Settings.from_environ
     with pytest.raises(SettingsError) as raised:
-        Settings.from_environ({"ACS_CONNECTION_STRING": CONNECTION, name: value})
+        read({"ACS_CONNECTION_STRING": CONNECTION, name: value})
     assert raised.value.setting == name
     assert value not in str(raised.value)
 
@@ -63,5 +66,17 @@ def test_allowed_senders_list_overrides_default_only_rule() -> None:
 
 
 def test_describe_never_contains_the_key() -> None:
-    settings = Settings.from_environ({"ACS_CONNECTION_STRING": CONNECTION})
-    assert "cHc=" not in repr(settings.describe())
+    acs = AcsSettings.from_environ({"ACS_CONNECTION_STRING": CONNECTION})
+    assert "cHc=" not in repr(acs.describe())
+    assert acs.describe() == {"authMode": "connection-string", "acsEndpoint": None, "keyVaultUrl": None,
+                              "apiVersion": "2026-01-23"}
+
+
+def test_gateway_settings_hold_nothing_of_a_provider() -> None:
+    """Settings per provider: the gateway's need no ACS setting, and describe none."""
+    settings = Settings.from_environ({"OPTOUT_DEFAULT_SENDER": "+18005550100"})
+    described = settings.describe()
+    assert {key: described[key] for key in ("defaultSender", "allowedSenders", "maxNumbers")} == {
+        "defaultSender": "+18005550100", "allowedSenders": ["+18005550100"], "maxNumbers": 10_000}
+    assert not {"authMode", "acsEndpoint", "keyVaultUrl", "apiVersion"} & set(described)
+    assert not any(name.startswith(("acs", "auth", "key_vault", "api_")) for name in vars(settings))

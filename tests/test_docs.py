@@ -10,7 +10,10 @@ SETTING_READ = re.compile(r"_(?:text|number|flag|csv)\(\s*env,\s*\"([A-Z][A-Z0-9
 
 
 def settings_read_by_the_code() -> set[str]:
-    return set(SETTING_READ.findall((REPO / "optouts" / "config.py").read_text(encoding="utf-8")))
+    """Every setting read anywhere in the package: the gateway's (optouts/config.py) and each
+    provider's (optouts/providers/*/settings.py)."""
+    return {name for path in (REPO / "optouts").rglob("*.py")
+            for name in SETTING_READ.findall(path.read_text(encoding="utf-8"))}
 
 
 def test_the_code_reads_the_settings_we_expect() -> None:

@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable, Iterator
 
 import azure.functions as func
-from azure.functions import queue as func_queue
 import pytest
+from azure.functions import queue as func_queue
 from azure.storage.queue import QueueClient
 
 import function_app
@@ -21,7 +21,7 @@ from blueprints.queue_api import Redelivery
 from devtools.azurite import Azurite
 from devtools.indexing import indexed_functions
 from optouts import runtime
-from optouts.acs.policies import MAX_RETRY_AFTER_SECONDS
+from optouts.providers.acs.policies import MAX_RETRY_AFTER_SECONDS
 
 from .conftest import SENDER
 from .upstream import ScriptedUpstream, Seen, answer, echo_value
@@ -201,7 +201,7 @@ def results_queue(azurite: Azurite) -> QueueClient:
     client = QueueClient.from_connection_string(azurite.connection_string, RESULTS)
     try:
         client.create_queue()
-    except Exception:  # noqa: BLE001 - already there
+    except Exception:
         pass
     return client
 

@@ -9,15 +9,21 @@ from collections.abc import Iterator
 import pytest
 
 from optouts import runtime
-from optouts.acs import InsecureEndpointError, OptOutsClient
 from optouts.config import Settings, SettingsError
+from optouts.providers.acs import InsecureEndpointError, OptOutsClient
+from optouts.providers.acs.settings import AcsSettings
 
 from .test_http_api import assert_problem, call
 
 KEY = "ZHVtbXkta2V5LWZvci10ZXN0cw=="
 
 
+def build_client(env: dict[str, str]) -> OptOutsClient:
+    return runtime.build_acs_client(Settings.from_environ(env), AcsSettings.from_environ(env))
+
+
 @pytest.mark.parametrize("endpoint", ["http://acs.example.com", "HTTP://10.0.0.8:8080", "http://127.0.0.1.example.com"])
+
 def test_a_plain_http_endpoint_elsewhere_is_refused(endpoint: str) -> None:
     with pytest.raises(InsecureEndpointError, match="ACS_ALLOW_INSECURE_HTTP"):
         OptOutsClient.from_connection_string(f"endpoint={endpoint}/;accesskey={KEY}")
@@ -57,20 +63,18 @@ def test_a_refused_endpoint_is_a_misconfiguration_naming_the_setting(
 
 def test_the_setting_is_read_and_honoured_by_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"ACS_CONNECTION_STRING": f"endpoint=http://acs.example.com/;accesskey={KEY}"}
-    assert Settings.from_environ(env).allow_insecure_http is False
+    assert AcsSettings.from_environ(env).allow_insecure_http is False
     with pytest.raises(SettingsError, match="ACS_CONNECTION_STRING"):
-        runtime.build_client(Settings.from_environ(env))
-    allowed = Settings.from_environ({**env, "ACS_ALLOW_INSECURE_HTTP": "true"})
-    client = runtime.build_client(allowed)
+        build_client(env)
+    client = build_client({**env, "ACS_ALLOW_INSECURE_HTTP": "true"})
     try:
         assert client.endpoint == "http://acs.example.com"
     finally:
         client.close()
     with pytest.raises(SettingsError, match="ACS_ALLOW_INSECURE_HTTP"):
-        Settings.from_environ({**env, "ACS_ALLOW_INSECURE_HTTP": "maybe"})
+        AcsSettings.from_environ({**env, "ACS_ALLOW_INSECURE_HTTP": "maybe"})
 
 
 def test_managed_identity_endpoints_are_held_to_the_same_rule() -> None:
-    settings = Settings.from_environ({"ACS_ENDPOINT": "http://acs.example.com"})
     with pytest.raises(SettingsError, match="ACS_ENDPOINT"):
-        runtime.build_client(settings)
+        build_client({"ACS_ENDPOINT": "http://acs.example.com"})

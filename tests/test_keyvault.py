@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import azure.functions as func
 import pytest
 from azure.keyvault.secrets import SecretClient
 
@@ -20,16 +21,17 @@ from devtools.azure_standins import KeyVaultStandIn, ManagedIdentityStandIn
 from devtools.azure_standins.key_vault import VAULT_RESOURCE
 from devtools.azure_standins.managed_identity import CONFLICTING_ENVIRONMENT
 from optouts import runtime
-from optouts.acs import OptOutsClient
-from optouts.acs.errors import CredentialUnavailableError
-from optouts.config import Settings, SettingsError
-from optouts.identity import gateway_credential
-from optouts.keyvault import (
+from optouts.azure.identity import gateway_credential
+from optouts.config import SettingsError
+from optouts.providers.acs import OptOutsClient
+from optouts.providers.acs.errors import CredentialUnavailableError
+from optouts.providers.acs.keyvault import (
     REJECTED_KEY_RECHECK_SECONDS,
     KeyVaultAccessKey,
     build_key_vault_client,
     secret_client,
 )
+from optouts.providers.acs.settings import AcsSettings
 
 from .conftest import OTHER_SENDER, SENDER
 from .test_http_api import assert_problem, body_of, call
@@ -89,12 +91,12 @@ def azure(emulator: AcsEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Az
             runtime.reset()
 
 
-def check_number() -> object:
+def check_number() -> func.HttpResponse:
     return call("CheckOptOuts", body={"phoneNumbers": [NUMBER]})
 
 
 def key_vault_client(**options: object) -> OptOutsClient:
-    return build_key_vault_client(Settings.from_environ(), **{**FAST_RETRIES, **options})  # type: ignore[arg-type]
+    return build_key_vault_client(AcsSettings.from_environ(), **{**FAST_RETRIES, **options})  # type: ignore[arg-type]
 
 
 def access_key(azure: Azure, *, cache_seconds: float = 300.0, clock: object = None) -> KeyVaultAccessKey:
@@ -135,7 +137,7 @@ def test_calls_use_the_key_read_once_from_the_vault(azure: Azure) -> None:
         assert body_of(response)["summary"]["succeeded"] == 1
     assert azure.reads() == 1
     assert azure.vault.stats.challenges >= 1  # the SDK discovered the tenant from the real challenge
-    assert {request.resource.rstrip("/") for request in azure.identity.requests} == {VAULT_RESOURCE}
+    assert {(request.resource or "").rstrip("/") for request in azure.identity.requests} == {VAULT_RESOURCE}
 
 
 def test_rotated_key_is_picked_up_without_restart(azure: Azure, caplog: pytest.LogCaptureFixture) -> None:
@@ -372,7 +374,7 @@ def test_vault_down_on_the_first_call_is_503_not_500(monkeypatch: pytest.MonkeyP
     import socket
 
     from optouts import runtime
-    from optouts.problems import Problem
+    from optouts.domain.problems import Problem
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

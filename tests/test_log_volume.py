@@ -132,7 +132,7 @@ def test_a_1000_number_queued_operation_redelivered_once_logs_a_few_lines(
             requests.send_message(json.dumps({"action": "add", "phoneNumbers": NUMBERS,
                                               "correlationId": correlation_id}))
             deadline = time.monotonic() + WAIT_SECONDS
-            while time.monotonic() < deadline and not any("will be redelivered" in l for l in capture.lines()):
+            while time.monotonic() < deadline and not any("will be redelivered" in line for line in capture.lines()):
                 time.sleep(0.1)
             acs.faults = FaultConfig()  # ACS is back for the second delivery
             result = None

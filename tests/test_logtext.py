@@ -1,6 +1,7 @@
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from optouts.logtext import log_safe
+from optouts.domain.logtext import log_safe
 
 
 def test_line_breaks_of_every_kind_are_escaped() -> None:

@@ -8,13 +8,14 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import azure.functions as func
 import pytest
 
 from devtools.acs_emulator import AcsEmulator
 from devtools.azure_standins import ManagedIdentityStandIn
 from devtools.azure_standins.managed_identity import CONFLICTING_ENVIRONMENT
 from optouts import runtime
-from optouts.identity import BOUNDED_PIPELINE_OPTIONS
+from optouts.azure.identity import BOUNDED_PIPELINE_OPTIONS
 
 from .conftest import OTHER_SENDER, SENDER
 from .test_http_api import assert_problem, body_of, call
@@ -63,7 +64,7 @@ def azure(emulator: AcsEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Az
             runtime.reset()
 
 
-def check_number() -> object:
+def check_number() -> func.HttpResponse:
     return call("CheckOptOuts", body={"phoneNumbers": [NUMBER]})
 
 
@@ -75,7 +76,7 @@ def test_call_with_a_user_assigned_identity_succeeds(azure: Azure, caplog: pytes
     assert body_of(response)["results"][0]["optedOut"] is False
     assert azure.identity.requests, "the token came from the identity endpoint"
     assert {request.client_id for request in azure.identity.requests} == {CLIENT_ID}
-    assert {request.resource.rstrip("/") for request in azure.identity.requests} == {ACS_RESOURCE}
+    assert {(request.resource or "").rstrip("/") for request in azure.identity.requests} == {ACS_RESOURCE}
     assert azure.acs_token not in caplog.text
     assert azure.identity.identity_header not in caplog.text
 

@@ -20,7 +20,9 @@ from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 import function_app
 from blueprints.openapi_api import public_origin
 from devtools.indexing import indexed_functions
-from optouts import commands, config, openapi
+from optouts import config
+from optouts.contract import openapi
+from optouts.domain import commands
 
 REPO = Path(__file__).resolve().parent.parent
 CONNECTOR = REPO / "connector"
@@ -191,19 +193,19 @@ def test_request_schema_is_the_code_rules() -> None:
         "type": "array", "minItems": 1, "maxItems": config.DEFAULT_MAX_NUMBERS}
     assert properties["phoneNumbers"]["items"]["type"] == "string"
     assert properties["region"]["pattern"] == "^([A-Za-z]{2})?$"
-    assert properties["reason"]["maxLength"] == commands.MAX_REASON_LENGTH == openapi.MAX_REASON_LENGTH
-    assert properties["sender"]["maxLength"] == commands.MAX_SENDER_LENGTH == openapi.MAX_SENDER_LENGTH
+    assert properties["reason"]["maxLength"] == commands.MAX_REASON_LENGTH == openapi.MAX_REASON_LENGTH  # type: ignore[attr-defined]
+    assert properties["sender"]["maxLength"] == commands.MAX_SENDER_LENGTH == openapi.MAX_SENDER_LENGTH  # type: ignore[attr-defined]
     assert document["securityDefinitions"] == {
         "functionKey": {"type": "apiKey", "name": "x-functions-key", "in": "header"}}
     assert document["definitions"]["NumberResult"]["properties"]["phoneNumber"]["x-nullable"] is True
 
 
 def test_response_schemas_accept_what_the_service_reports() -> None:
-    # The 200 report's keys come from optouts.service; a renamed key there must show up here.
-    from jsonschema import Draft4Validator
+    # The 200 report's keys come from optouts.usecases.service; a renamed key there must show up here.
+    from jsonschema import Draft4Validator  # type: ignore[import-untyped]
 
-    from optouts.acs.models import Operation
-    from optouts.service import NumberError, NumberResult, OperationReport
+    from optouts.domain.operations import Operation
+    from optouts.domain.reports import NumberError, NumberResult, OperationReport
 
     document = openapi.build_document()
     report = OperationReport(Operation.CHECK, "+18005550100", [
@@ -238,7 +240,7 @@ def as_json_schema(document: dict[str, Any], name: str) -> dict[str, Any]:
                                             ("aad/apiDefinition.swagger.json", "entra-id")])
 def test_committed_definition_is_the_generated_one(path: str, auth: str) -> None:
     generated = openapi.render(openapi.build_document(openapi.PLACEHOLDER_HOST, auth=auth))  # type: ignore[arg-type]
-    regenerate = f"python -m optouts.openapi --auth {auth} > connector/{path}"
+    regenerate = f"python -m optouts.contract.openapi --auth {auth} > connector/{path}"
     assert (CONNECTOR / path).read_text(encoding="utf-8") == generated, f"stale: run {regenerate}"
 
 
@@ -276,7 +278,8 @@ def test_entra_id_connector_properties_send_the_function_key_too() -> None:
 def test_icon_is_a_square_png_in_the_brand_colour() -> None:
     data = (CONNECTOR / "icon.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    chunks, offset = {}, 8
+    chunks: dict[bytes, bytes] = {}
+    offset = 8
     while offset < len(data):
         (length,) = struct.unpack(">I", data[offset:offset + 4])
         kind, body = data[offset + 4:offset + 8], data[offset + 8:offset + 8 + length]
@@ -347,4 +350,4 @@ def test_the_guide_names_the_actions_as_the_flow_designer_shows_them() -> None:
         for operation in item.values():
             assert f"| {operation['summary']} |" in guide, operation["operationId"]
     for auth in ("", " --auth entra-id"):  # the regeneration commands it gives must be the real ones
-        assert f"python -m optouts.openapi{auth} > connector/" in guide
+        assert f"python -m optouts.contract.openapi{auth} > connector/" in guide

@@ -3,8 +3,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optouts import phone
-from optouts.phone import InvalidNumber, NormalizedNumber, _parse, _plain_e164, is_e164, mask, normalize
+from optouts.domain import phone
+from optouts.domain.phone import (
+    InvalidNumber,
+    NormalizedNumber,
+    _parse,
+    _plain_e164,
+    is_e164,
+    mask,
+    normalize,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from devtools.acs_emulator import AcsEmulator, FaultConfig
 from devtools.azurite import Azurite
 from devtools.mutation import SHARED_AZURITE
 from optouts.config import Settings, SettingsError
-from optouts.queued_requests import (
+from optouts.usecases.queued_requests import (
     MAX_RESULT_MESSAGE_BYTES,
     QueuedMessage,
     QueuedRequestProcessor,
@@ -28,7 +28,7 @@ from optouts.queued_requests import (
     RetryLater,
     decode_message,
 )
-from optouts.service import OptOutService
+from optouts.usecases.service import OptOutService
 
 from .conftest import SENDER, fast_client
 
@@ -259,7 +259,7 @@ def test_publishing_the_same_large_result_again_replaces_its_blob(storage: tuple
 def test_a_rejected_result_says_exactly_why(processor_for: Any, storage: tuple[QueueClient, ContainerClient],
                                             caplog: pytest.LogCaptureFixture) -> None:
     message = queued({"action": "delete-everything-now", "phoneNumbers": [], "correlationId": "c-9"})
-    with caplog.at_level(logging.WARNING, logger="optouts.queued_requests"):
+    with caplog.at_level(logging.WARNING, logger="optouts.usecases.queued_requests"):
         assert processor_for().process(message) == "rejected"
     [result] = received(storage[0])
     assert without_time(result) == {
@@ -270,7 +270,7 @@ def test_a_rejected_result_says_exactly_why(processor_for: Any, storage: tuple[Q
                   "errors": {"action": ["must be one of add, remove, check"],
                              "phoneNumbers": ["must contain at least one phone number"]}},
     }
-    assert [r.getMessage() for r in caplog.records if r.name == "optouts.queued_requests"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.usecases.queued_requests"] == [
         f"queue message {message.id} rejected: ValidationFailed"]
 
 
@@ -299,7 +299,7 @@ def test_the_last_delivery_publishes_exactly_what_failed(
     emulator.faults = FaultConfig(recipient_error_rate=1.0, recipient_error_statuses=(502,))
     message = queued({"action": "add", "phoneNumbers": ["+14255550100", "x"], "correlationId": "c-3"},
                      dequeue_count=3)
-    with caplog.at_level(logging.WARNING, logger="optouts.queued_requests"), pytest.raises(RetryLater) as raised:
+    with caplog.at_level(logging.WARNING, logger="optouts.usecases.queued_requests"), pytest.raises(RetryLater) as raised:
         processor_for(max_dequeue_count=3).process(message)
     assert str(raised.value) == "AcsUnavailable: 1 numbers could not be processed"
     [result] = received(storage[0])
@@ -315,7 +315,7 @@ def test_the_last_delivery_publishes_exactly_what_failed(
         ],
         "summary": {"total": 2, "succeeded": 0, "invalid": 1, "failed": 1},
     }
-    assert [r.getMessage() for r in caplog.records if r.name == "optouts.queued_requests"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.usecases.queued_requests"] == [
         f"queue message {message.id} attempt 3 of 3 failed (AcsUnavailable); giving up"]
 
 
@@ -324,10 +324,10 @@ def test_an_earlier_delivery_says_it_will_be_redelivered(
 ) -> None:
     emulator.faults = FaultConfig(server_error_rate=1.0)
     message = queued({"action": "add", "phoneNumbers": ["+14255550100"]}, dequeue_count=1)
-    with caplog.at_level(logging.WARNING, logger="optouts.queued_requests"), pytest.raises(RetryLater) as raised:
+    with caplog.at_level(logging.WARNING, logger="optouts.usecases.queued_requests"), pytest.raises(RetryLater) as raised:
         processor_for(max_dequeue_count=3).process(message)
     assert raised.value.final is False and str(raised.value).startswith("AcsUnavailable: ")
-    assert [r.getMessage() for r in caplog.records if r.name == "optouts.queued_requests"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.usecases.queued_requests"] == [
         f"queue message {message.id} attempt 1 of 3 failed (AcsUnavailable); will be redelivered"]
 
 

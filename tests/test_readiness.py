@@ -23,7 +23,7 @@ from devtools.azure_standins.managed_identity import CONFLICTING_ENVIRONMENT
 from devtools.azurite import Azurite, free_port
 from optouts import config, readiness, runtime
 from optouts.readiness import ReadinessProbe, storage_check
-from optouts.service import OptOutService
+from optouts.usecases.service import OptOutService
 
 from .conftest import OTHER_SENDER, SENDER, fast_client
 from .test_http_api import assert_problem, body_of, call

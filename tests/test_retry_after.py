@@ -7,7 +7,7 @@ from email.utils import formatdate
 
 import pytest
 
-from optouts.acs.policies import MAX_RETRY_AFTER_SECONDS, parse_retry_after
+from optouts.providers.acs.policies import MAX_RETRY_AFTER_SECONDS, parse_retry_after
 
 from .conftest import SENDER, fast_client
 from .upstream import ScriptedUpstream, Seen, answer, echo_value

@@ -12,11 +12,12 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
 from devtools.acs_emulator import AcsEmulator, FaultConfig
-from optouts.acs import OptOutsClient
-from optouts.acs.models import Operation
-from optouts.commands import OptOutCommand
-from optouts.problems import Problem
-from optouts.service import DEFAULT_RETRY_AFTER_SECONDS, NumberError, OptOutService
+from optouts.domain.commands import OptOutCommand
+from optouts.domain.operations import Operation
+from optouts.domain.problems import Problem
+from optouts.domain.reports import NumberError
+from optouts.providers.acs import OptOutsClient
+from optouts.usecases.service import DEFAULT_RETRY_AFTER_SECONDS, OptOutService
 
 from .conftest import SENDER, fast_client
 
@@ -107,9 +108,9 @@ def test_a_recipient_acs_refuses_is_final_and_not_transient(
 def test_every_call_throttled_is_a_503_with_retry_after(service: OptOutService, emulator: AcsEmulator,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     emulator.faults = FaultConfig(throttle_rate=1.0, retry_after_seconds=0.01)
-    with caplog.at_level(logging.WARNING, logger="optouts.service"), pytest.raises(Problem) as raised:
+    with caplog.at_level(logging.WARNING, logger="optouts.usecases.service"), pytest.raises(Problem) as raised:
         service.execute(command(Operation.ADD, "+14255550100"))
-    assert [r.getMessage() for r in caplog.records if r.name == "optouts.service"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.usecases.service"] == [
         "ACS at 127.0.0.1 failed every add call after retries (AcsThrottled)"]
     assert (raised.value.status, raised.value.code, raised.value.title, raised.value.detail) == (
         503, "AcsThrottled", "Upstream temporarily unavailable",
@@ -130,9 +131,9 @@ def test_every_call_failing_is_a_503_with_the_default_retry_after(
 
 
 def test_a_sender_acs_does_not_own_is_a_502(service: OptOutService, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="optouts.service"), pytest.raises(Problem) as raised:
+    with caplog.at_level(logging.ERROR, logger="optouts.usecases.service"), pytest.raises(Problem) as raised:
         service.execute(OptOutCommand(Operation.ADD, ("+14255550100",), "+18005559999", "US"))
-    [logged] = [r.getMessage() for r in caplog.records if r.name == "optouts.service"]
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "optouts.usecases.service"]
     assert logged.startswith("ACS rejected the gateway's credentials for add: ACS rejected the gateway's "
                              "credentials (401): Denied")
     assert (raised.value.status, raised.value.code, raised.value.title, raised.value.detail) == (
@@ -153,12 +154,12 @@ def test_a_call_acs_calls_malformed_is_a_502(service: OptOutService, emulator: A
         return 400, {}, {"error": {"code": "BadRequest", "message": "nope"}}
 
     emulator.handle = malformed  # type: ignore[method-assign]
-    with caplog.at_level(logging.ERROR, logger="optouts.service"), pytest.raises(Problem) as raised:
+    with caplog.at_level(logging.ERROR, logger="optouts.usecases.service"), pytest.raises(Problem) as raised:
         service.execute(command(Operation.REMOVE, "+14255550100"))
     assert (raised.value.status, raised.value.code, raised.value.title, raised.value.detail) == (
         502, "AcsRejectedRequest", "Upstream rejected the request",
         "Azure Communication Services rejected the gateway's call")
-    [logged] = [r.getMessage() for r in caplog.records if r.name == "optouts.service"]
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "optouts.usecases.service"]
     assert logged.startswith("ACS rejected a remove call as malformed: ACS rejected the call (400): BadRequest: nope")
 
 
@@ -172,14 +173,14 @@ class _IdentityDown:
 def test_credentials_that_cannot_be_obtained_are_a_503(emulator: AcsEmulator,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     client = OptOutsClient(emulator.endpoint, _IdentityDown(), allow_insecure_bearer=True, retry_total=0)
-    with client, caplog.at_level(logging.ERROR, logger="optouts.service"), pytest.raises(Problem) as raised:
+    with client, caplog.at_level(logging.ERROR, logger="optouts.usecases.service"), pytest.raises(Problem) as raised:
         OptOutService(client).execute(command(Operation.ADD, "+14255550100"))
     problem = raised.value
     assert (problem.status, problem.code, problem.title, problem.detail, problem.retry_after) == (
         503, "CredentialsUnavailable", "Gateway credentials unavailable",
         "the gateway could not obtain its credentials for Azure Communication Services; retry later",
         DEFAULT_RETRY_AFTER_SECONDS)
-    assert [r.getMessage() for r in caplog.records if r.name == "optouts.service"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.usecases.service"] == [
         "the gateway could not get its credentials: could not get a token for ACS (ClientAuthenticationError)"]
     assert emulator.stats["total_calls"] == 0
 
@@ -200,9 +201,9 @@ def test_the_log_says_what_happened_with_numbers_masked(
                                    for to in numbers]}
 
     emulator.handle = some_fail  # type: ignore[method-assign]
-    with caplog.at_level(logging.INFO, logger="optouts.service"):
+    with caplog.at_level(logging.INFO, logger="optouts.usecases.service"):
         service.execute(command(Operation.ADD, "+14255550100", "+14255550101", "junk", "+14255550102"))
-    assert [r.getMessage() for r in caplog.records if r.name == "optouts.service"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.usecases.service"] == [
         f"opt-out add for {SENDER}: {{'total': 4, 'succeeded': 1, 'invalid': 1, 'failed': 2}}",
         "opt-out add failed for 2 numbers, e.g. ['+1425***0100', '+1425***0101']",
     ]
@@ -213,9 +214,9 @@ def test_many_failures_log_ten_masked_examples(
 ) -> None:
     emulator.faults = FaultConfig(recipient_error_rate=1.0)
     numbers = [f"+1425555{n:04d}" for n in range(12)]
-    with caplog.at_level(logging.WARNING, logger="optouts.service"):
+    with caplog.at_level(logging.WARNING, logger="optouts.usecases.service"):
         service.execute(command(Operation.CHECK, *numbers))
-    [warning] = [r.getMessage() for r in caplog.records if r.name == "optouts.service"]
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "optouts.usecases.service"]
     assert warning.startswith("opt-out check failed for 12 numbers, e.g. ['+1425***0000'")
     assert warning.count("***") == 10
 
@@ -223,7 +224,7 @@ def test_many_failures_log_ten_masked_examples(
 def test_a_clean_run_logs_only_its_summary(
     service: OptOutService, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="optouts.service"):
+    with caplog.at_level(logging.INFO, logger="optouts.usecases.service"):
         service.execute(command(Operation.CHECK, "+14255550100"))
-    assert [r.getMessage() for r in caplog.records if r.name == "optouts.service"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "optouts.usecases.service"] == [
         f"opt-out check for {SENDER}: {{'total': 1, 'succeeded': 1, 'invalid': 0, 'failed': 0}}"]

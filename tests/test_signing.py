@@ -2,7 +2,7 @@ import base64
 
 import pytest
 
-from optouts.acs import signing
+from optouts.providers.acs import signing
 
 PUBLISHED_KEY = base64.b64decode("pw==")
 HOST = "contoso.communicationservices.azure.com"

@@ -24,8 +24,13 @@ from opentelemetry.trace import SpanKind
 from devtools.acs_emulator import AcsEmulator, FaultConfig
 from devtools.azurite import Azurite
 from optouts import runtime, telemetry
-from optouts.acs import AcsUnavailableError
-from optouts.queued_requests import QueuedMessage, QueuedRequestProcessor, ResultPublisher, RetryLater
+from optouts.providers.acs import AcsUnavailableError
+from optouts.usecases.queued_requests import (
+    QueuedMessage,
+    QueuedRequestProcessor,
+    ResultPublisher,
+    RetryLater,
+)
 
 from .conftest import OTHER_SENDER, SENDER, fast_client
 from .test_http_api import body_of, call

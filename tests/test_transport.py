@@ -15,7 +15,7 @@ import pytest
 from azure.core.pipeline.transport import RequestsTransport
 
 from devtools.acs_emulator import AcsEmulator
-from optouts.acs import AcsUnavailableError, OptOutsClient
+from optouts.providers.acs import AcsUnavailableError, OptOutsClient
 
 from .conftest import SENDER, fast_client
 from .upstream import IO_TIMEOUT, ScriptedUpstream, Seen, answer, echo_value

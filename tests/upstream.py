@@ -80,7 +80,7 @@ class ScriptedUpstream:
         self._thread.join(IO_TIMEOUT)
         self._listener.close()
 
-    def __enter__(self) -> "ScriptedUpstream":
+    def __enter__(self) -> ScriptedUpstream:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -1,7 +1,7 @@
 """Checks a request's credentials the way ACS does: HMAC-SHA256 or a bearer token.
 
 The HMAC check is written here from ACS's documented algorithm, on purpose without
-`optouts.acs.signing`: an emulator that verified with the client's own code would accept
+`optouts.providers.acs.signing`: an emulator that verified with the client's own code would accept
 whatever that code got wrong. tests/test_acs_emulator.py keeps the two apart.
 """
 
@@ -14,7 +14,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Collection, Mapping
-from datetime import timezone
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 HMAC_SCHEME = "HMAC-SHA256 "
@@ -102,6 +102,6 @@ def _check_freshness(date: str, clock_skew_seconds: float) -> None:
     except (TypeError, ValueError, IndexError, OverflowError):
         raise Denied("x-ms-date is not an RFC 1123 date") from None
     if sent.tzinfo is None:  # "-0000" means UTC with no offset known
-        sent = sent.replace(tzinfo=timezone.utc)
+        sent = sent.replace(tzinfo=UTC)
     if abs(time.time() - sent.timestamp()) > clock_skew_seconds:
         raise Denied("x-ms-date is too far from the current time")

@@ -33,7 +33,7 @@ class JsonHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
         self.close_connection = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         # Request lines carry tokens' targets and test noise; the stand-ins keep their own stats.
         pass
 

@@ -54,7 +54,7 @@ class KeyVaultStandIn:
         self._lock = threading.Lock()
         self._server: LocalServer | None = None
 
-    def __enter__(self) -> "KeyVaultStandIn":
+    def __enter__(self) -> KeyVaultStandIn:
         self._server = LocalServer(_KeyVaultHandler, owner=self, tls=True)
         return self
 
@@ -104,7 +104,7 @@ class KeyVaultStandIn:
 class _KeyVaultHandler(JsonHandler):
     server_version = "KeyVaultStandIn"
 
-    def do_GET(self) -> None:  # noqa: N802 - the base class's naming
+    def do_GET(self) -> None:
         vault: KeyVaultStandIn = self.server.owner  # type: ignore[attr-defined]
         if vault.fail_with_status is not None:
             with vault._lock:

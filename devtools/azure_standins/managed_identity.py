@@ -64,7 +64,7 @@ class ManagedIdentityStandIn:
         self._lock = threading.Lock()
         self._server: LocalServer | None = None
 
-    def __enter__(self) -> "ManagedIdentityStandIn":
+    def __enter__(self) -> ManagedIdentityStandIn:
         self._server = LocalServer(_TokenHandler, owner=self, tls=False)
         return self
 
@@ -106,7 +106,7 @@ class ManagedIdentityStandIn:
 class _TokenHandler(JsonHandler):
     server_version = "ManagedIdentityStandIn"
 
-    def do_GET(self) -> None:  # noqa: N802 - the base class's naming
+    def do_GET(self) -> None:
         identity: ManagedIdentityStandIn = self.server.owner  # type: ignore[attr-defined]
         url = urlsplit(self.path)
         query = {name: values[0] for name, values in parse_qs(url.query).items()}

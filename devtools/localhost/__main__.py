@@ -147,8 +147,8 @@ def banner(host: LocalHost, notes: list[str], senders: list[str] | None = None,
     for function in host.http_functions:
         methods = ",".join(sorted(function.methods)) or "ANY"
         lines.append(f"  {function.name}: [{methods}] {prefix}/{function.route.template}  ({function.auth_level})")
-    for function in host.queue_functions:
-        lines.append(f"  {function.name}: queue {function.queue_name}")
+    for queue_function in host.queue_functions:
+        lines.append(f"  {queue_function.name}: queue {queue_function.queue_name}")
     lines += ["", f"Function key '{key_name}': {key}"]
     if senders:
         lines += ["Senders:", *senders]

@@ -51,9 +51,9 @@ class LocalHost:
     def base_url(self) -> str:
         assert self._server is not None, "the host is not started"
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
-    def start(self) -> "LocalHost":
+    def start(self) -> LocalHost:
         # App settings reach the app as environment variables, before it is imported (as in Azure);
         # stop() puts back what was there, so hosts started one after another do not leak settings.
         self._replaced_environment = {name: os.environ.get(name) for name in self._settings}
@@ -102,7 +102,7 @@ class LocalHost:
                 os.environ[name] = value
         self._replaced_environment = {}
 
-    def __enter__(self) -> "LocalHost":
+    def __enter__(self) -> LocalHost:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

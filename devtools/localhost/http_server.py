@@ -206,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
         reader.deadline = time.monotonic() + (limits.idle_timeout if self._served else limits.header_timeout)
         reader.budget = None
         try:
-            if not self.rfile.peek(1):
+            if not self.rfile.peek(1):  # type: ignore[attr-defined]  # a BufferedReader (rbufsize -1)
                 self.close_connection = True
                 return
         except OSError:
@@ -231,10 +231,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._expect_continue = True
         return True
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self._serve()
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
     def _serve(self) -> None:
         self._reader.budget = None
@@ -416,5 +416,5 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - access logs would carry ?code= keys
+    def log_message(self, format: str, *args: Any) -> None:
         return

@@ -25,8 +25,8 @@ from typing import Any
 import azure.functions.queue as func_queue
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from optouts.logtext import log_safe
-from optouts.storage import queue_client
+from optouts.azure.storage import queue_client
+from optouts.domain.logtext import log_safe
 
 from .app_loader import QueueFunction
 from .host_config import QueueOptions

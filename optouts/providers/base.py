@@ -1,7 +1,22 @@
-"""The provider interface: what the service needs from ACS, AWS or any later provider.
+"""The provider interface: what the use cases ask of an opt-out list provider.
 
-Light on purpose (stdlib only): the service, commands and audit import it without
-pulling in azure-core or boto3.
+Agreed in PROVIDER_INTERFACE.md (issues 22 and 23) and kept light: standard library and the
+domain's `Operation` only, no Azure or AWS SDK, in the manner of httpx's `_transports/base.py`.
+
+A provider answers one `RecipientResult` per distinct recipient, in first-seen input order,
+and raises one of the errors below when the operation failed as a whole. Each error carries
+the public error code (a stable contract) and the seconds to wait before retrying, if known.
+Codes by provider (docs: README "Error codes"):
+
+=============================  ==========================  ==========================  =======
+error                          ACS                         AWS (issue 23)              answer
+=============================  ==========================  ==========================  =======
+ProviderAuthenticationError    AcsAuthenticationFailed     AwsAuthenticationFailed     502
+ProviderRejectedError          AcsRejectedRequest          AwsRejectedRequest          502
+ProviderThrottledError         AcsThrottled                AwsThrottled                503
+ProviderUnavailableError       AcsUnavailable              AwsUnavailable              503
+ProviderCredentialsError       CredentialsUnavailable      CredentialsUnavailable      503
+=============================  ==========================  ==========================  =======
 """
 
 from __future__ import annotations
@@ -11,11 +26,28 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from optouts.domain.operations import Operation
 
-class Operation(str, enum.Enum):
-    ADD = "add"
-    REMOVE = "remove"
-    CHECK = "check"
+__all__ = [
+    "Operation",
+    "Provider",
+    "ProviderAuthenticationError",
+    "ProviderCredentialsError",
+    "ProviderError",
+    "ProviderRejectedError",
+    "ProviderThrottledError",
+    "ProviderTransientError",
+    "ProviderUnavailableError",
+    "ListingProvider",
+    "OptOutPage",
+    "OptedOutEntry",
+    "ProviderInvalidContinuationError",
+    "ProviderListingNotSupportedError",
+    "ProviderRequestTooLargeError",
+    "RecipientOutcome",
+    "RecipientResult",
+    "provider_name",
+]
 
 
 class RecipientOutcome(str, enum.Enum):
@@ -32,14 +64,14 @@ class RecipientOutcome(str, enum.Enum):
 class RecipientResult:
     to: str
     outcome: RecipientOutcome
-    #: The per-recipient status the provider reported, or the whole call's status when the call failed.
-    #: None when no HTTP answer was received at all (connection error, time budget).
+    #: The per-recipient status the provider reported, or the whole call's status when the call
+    #: failed. None when no answer was received at all (connection error, time budget).
     status_code: int | None
     error_message: str | None = None
     #: Only for check: whether the number is on the opt-out list.
     is_opted_out: bool | None = None
-    #: A stable machine code for a non-success (e.g. "RejectedByAcs", "AwsRemovalTooSoon"); None → the
-    #: service derives one from outcome/status.
+    #: A stable machine code for a non-success (e.g. "RejectedByAcs", "AwsRemovalTooSoon"); None:
+    #: the service derives a neutral one from outcome and status.
     error_code: str | None = None
     #: Provider-specific facts for checks and the audit trail, e.g. {"optedOutTimestamp": "...",
     #: "endUserOptedOut": True} from AWS; None for ACS.
@@ -50,6 +82,7 @@ class RecipientResult:
         return self.outcome is RecipientOutcome.SUCCEEDED
 
 
+@runtime_checkable
 class Provider(Protocol):
     #: "acs" or "aws": recorded in the audit trail and in metrics.
     name: str
@@ -57,7 +90,8 @@ class Provider(Protocol):
     def run(
         self, operation: Operation, sender: str, recipients: Iterable[str], *, time_budget: float | None = None
     ) -> list[RecipientResult]:
-        """One result per distinct recipient, in first-seen input order."""
+        """One result per distinct recipient, in first-seen input order. `recipients` may be a
+        generator doing real work (normalization): a provider may consume it while sending."""
         ...
 
     def close(self) -> None: ...
@@ -96,42 +130,61 @@ def provider_name(provider: Provider, sender: str) -> str:
 
 
 class ProviderError(Exception):
-    """Base of the provider-neutral errors. `code` is the public error code (a stable
-    contract); `retry_after` is in seconds, when the provider said."""
+    """Base of the errors a provider raises when an operation failed as a whole.
 
-    code: str = "ProviderError"
+    `code` is the public error code answered to callers; a provider's own subclasses set it
+    (class attribute), or a caller passes `code=` for one instance (the fake provider does).
+    """
+
+    #: The public error code; providers override it. Never shown for the neutral classes
+    #: themselves unless a provider raises them without a code.
+    code = "UpstreamFailed"
     #: Who failed, as the answer's detail names it ("Azure Communication Services").
-    upstream: str = "the opt-out provider"
+    upstream = "the opt-out provider"
+    #: Who failed and where, for log lines only (e.g. "ACS at x.communication.azure.com"); None: `upstream`.
+    where: str | None = None
 
-    def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, *args: object, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(*args)
         if code is not None:
             self.code = code
+        #: Seconds the provider asked to wait, when it said.
         self.retry_after = retry_after
 
 
 class ProviderAuthenticationError(ProviderError):
-    """The provider refused the gateway's credentials or its right to the sender (→ 502)."""
+    """The provider refused the gateway's credentials, or the sender is not the gateway's. → 502"""
+
+    code = "UpstreamAuthenticationFailed"
 
 
 class ProviderRejectedError(ProviderError):
-    """The provider refused a whole call as malformed or aimed at a missing resource (→ 502)."""
+    """The provider refused a whole call as malformed: a bug or an API change, never retried. → 502"""
+
+    code = "UpstreamRejectedRequest"
 
 
 class ProviderTransientError(ProviderError):
-    """Base of the throttled and unavailable errors (→ 503 + Retry-After)."""
+    """The provider stayed throttled or unavailable until retries or the time budget ran out. → 503"""
+
+    code = "UpstreamUnavailable"
 
 
 class ProviderThrottledError(ProviderTransientError):
-    """Every call was throttled until retries ran out."""
+    """Every call was throttled until retries ran out. → 503 with Retry-After"""
+
+    code = "UpstreamThrottled"
 
 
 class ProviderUnavailableError(ProviderTransientError):
-    """Every call failed with 5xx, a timeout or a connection error until retries ran out."""
+    """Every call failed (5xx, timeout, connection) until retries ran out. → 503 with Retry-After"""
+
+    code = "UpstreamUnavailable"
 
 
 class ProviderCredentialsError(ProviderError):
-    """The gateway could not obtain its own credentials for the provider (→ 503)."""
+    """The gateway could not obtain its own credentials (Key Vault, identity endpoint); nothing
+    was sent. The message never contains a secret. → 503"""
 
     code = "CredentialsUnavailable"
 

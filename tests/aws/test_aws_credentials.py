@@ -16,8 +16,8 @@ from dateutil.tz import tzlocal
 from devtools.aws_emulator import AwsEmulator
 from devtools.azure_standins import KeyVaultStandIn, ManagedIdentityStandIn
 from devtools.azure_standins.managed_identity import CONFLICTING_ENVIRONMENT
-from optouts.identity import gateway_credential
-from optouts.keyvault import secret_client
+from optouts.azure.identity import gateway_credential
+from optouts.providers.acs.keyvault import secret_client
 from optouts.providers.aws.credentials import EntraTokenLoader, web_identity_credentials
 from optouts.providers.aws.errors import AwsCredentialsUnavailableError
 from optouts.providers.aws.provider import AwsProvider

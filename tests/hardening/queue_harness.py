@@ -17,9 +17,15 @@ from azure.storage.queue import QueueClient
 from devtools.acs_emulator import AcsEmulator
 from devtools.azurite import Azurite
 from optouts.config import Settings
-from optouts.queued_requests import QueuedMessage, QueuedRequestProcessor, ResultPublisher, RetryLater
-from optouts.runtime import build_client
-from optouts.service import OptOutService
+from optouts.providers.acs.settings import AcsSettings
+from optouts.runtime import build_acs_client
+from optouts.usecases.queued_requests import (
+    QueuedMessage,
+    QueuedRequestProcessor,
+    ResultPublisher,
+    RetryLater,
+)
+from optouts.usecases.service import OptOutService
 
 from ..conftest import SENDER
 
@@ -35,13 +41,14 @@ class QueueHarness:
         self.container_name = container or f"results-{suffix}"
         self.container = ContainerClient.from_connection_string(azurite.connection_string, self.container_name)
         self.blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
-        settings = Settings.from_environ({
+        environ = {
             "ACS_CONNECTION_STRING": acs.connection_string,
             "OPTOUT_DEFAULT_SENDER": SENDER,
             "OPTOUT_MAX_NUMBERS": str(max_numbers),
             "OPTOUT_AUDIT_WRITES": "false",
-        })
-        self.service = OptOutService(build_client(settings))
+        }
+        settings = Settings.from_environ(environ)
+        self.service = OptOutService(build_acs_client(settings, AcsSettings.from_environ(environ)))
         self.processor = QueuedRequestProcessor(
             settings=lambda: settings,
             service=lambda: self.service,
@@ -79,7 +86,7 @@ class QueueHarness:
         return {container.name for container in self.blobs.list_containers()}
 
     def close(self) -> None:
-        self.service.client.close()
+        self.service.provider.close()
 
 
 @contextmanager

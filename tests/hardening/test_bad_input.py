@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from devtools.acs_emulator import AcsEmulator
 from devtools.azurite import Azurite
 from devtools.localhost import LocalHost
+from optouts.domain.phone import SEPARATORS as _GATEWAY_SEPARATORS
 
 from ..conftest import OTHER_SENDER, SENDER
 from .gateway import Answer, RawClient, assert_no_server_error, assert_problem, running_gateway
@@ -39,7 +40,6 @@ FUZZ = settings(deadline=None, database=None,
 
 UNICODE_DIGITS = "０１２３４５６７８９٠١٢٣٤٥٦٧٨٩۰۴۵०१२९০৯๑๙𝟎𝟏𝟗𝟘𝟡"
 LOOK_ALIKES = "OoIlL|SBZ①②²³₁ⅠⅡ＋﹢➕‐−\u200b\u200e\u202e\ufeff\u0660\u06f0\u2007"
-from optouts.phone import SEPARATORS as _GATEWAY_SEPARATORS
 
 SEPARATORS = "".join(sorted(_GATEWAY_SEPARATORS))  # what the gateway itself treats as separators
 
@@ -160,7 +160,7 @@ def judge_bulk_results(payload: dict, answer: Answer) -> None:
     results = answer.json()["results"]
     numbers = payload["phoneNumbers"]
     assert [r["input"] for r in results] == numbers
-    for number, result in zip(numbers, results):
+    for number, result in zip(numbers, results, strict=True):
         if not only_digits_and_separators(number):
             assert result["status"] == "invalid", result
         if result["status"] == "succeeded":

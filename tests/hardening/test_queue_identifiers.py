@@ -12,8 +12,8 @@ import pytest
 
 from devtools.acs_emulator import AcsEmulator
 from devtools.azurite import Azurite
-from optouts import queued_requests
-from optouts.queued_requests import MAX_RESULT_MESSAGE_BYTES
+from optouts.usecases import queued_requests
+from optouts.usecases.queued_requests import MAX_RESULT_MESSAGE_BYTES
 
 from ..conftest import SENDER
 from .queue_harness import QueueHarness, message, queue_harness

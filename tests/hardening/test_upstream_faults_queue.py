@@ -65,7 +65,7 @@ def gateway(azurite: Azurite) -> Iterator[tuple[LocalHost, AcsEmulator]]:
 
 
 def invalid_message(n: int, correlation_id: str) -> str:
-    kinds = [
+    kinds: list[dict[str, object]] = [
         {"action": "delete", "phoneNumbers": ["+14255550100"]},
         {"action": "add", "phoneNumbers": ["+14255550100"], "sender": "+18005559999"},
         {"action": "add", "phoneNumbers": "+14255550100"},

@@ -11,6 +11,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import tree_sitter
 import tree_sitter_bicep
@@ -53,7 +54,7 @@ class Declaration:
             return values[-1] if values else None
         return None
 
-    def value(self) -> object:
+    def value(self) -> Any:
         node = self.body
         return to_python(node) if node is not None else None
 
@@ -77,10 +78,10 @@ def _unwrap(node: tree_sitter.Node) -> tree_sitter.Node:
 
 
 def text(node: tree_sitter.Node) -> str:
-    return node.text.decode("utf-8")
+    return (node.text or b"").decode("utf-8")
 
 
-def to_python(node: tree_sitter.Node) -> object:
+def to_python(node: tree_sitter.Node) -> Any:
     if node.type == "object":
         result: dict[str, object] = {}
         for prop in node.named_children:
@@ -207,7 +208,7 @@ def all_resources(resource_type: str) -> list[Declaration]:
     return [r for f in all_files() for r in f.resources(resource_type)]
 
 
-def dig(value: object, *keys: str) -> object:
+def dig(value: Any, *keys: str) -> Any:
     for key in keys:
         assert isinstance(value, dict), f"expected an object holding {key!r}, got {value!r}"
         assert key in value, f"{key!r} missing; has {sorted(value)}"

@@ -1,5 +1,5 @@
 """The function app's settings cover every setting the code reads, and in each
-acsAuthMode they put the code in the intended mode (checked with optouts/config.py
+acsAuthMode they put the code in the intended mode (checked with optouts/config.py and optouts/providers/acs/settings.py
 itself, on the values the templates would produce with their defaults)."""
 
 from __future__ import annotations
@@ -8,12 +8,15 @@ import re
 
 import pytest
 
-from optouts.config import AuditStorageSettings, AuthMode, QueueSettings, Settings, SettingsError
+from optouts.config import AuditStorageSettings, QueueSettings, Settings, SettingsError
+from optouts.providers.acs.settings import AcsSettings, AuthMode
 from tests.infra import bicep
 from tests.infra.bicep import Expr
 
-CONFIG_SOURCE = (bicep.ROOT / "optouts" / "config.py").read_text()
-STORAGE_SOURCE = (bicep.ROOT / "optouts" / "storage.py").read_text()
+# The gateway's settings and each provider's.
+CONFIG_SOURCE = "".join(path.read_text() for path in [bicep.ROOT / "optouts" / "config.py",
+                                                      *(bicep.ROOT / "optouts" / "providers").glob("*/settings.py")])
+STORAGE_SOURCE = (bicep.ROOT / "optouts" / "azure" / "storage.py").read_text()
 READ_BY_CODE = set(re.findall(r'_(?:text|number|flag|csv)\(\s*env,\s*"([A-Za-z0-9_]+)"', CONFIG_SOURCE))
 
 # Present only in the mode that uses them: optouts/config.py picks its mode from which
@@ -175,14 +178,15 @@ def environment_for(mode: str) -> dict[str, str]:
 )
 def test_each_mode_puts_the_code_in_that_mode(mode: str, expected: AuthMode) -> None:
     settings = Settings.from_environ(environment_for(mode))
-    assert settings.auth_mode is expected
+    acs = AcsSettings.from_environ(environment_for(mode))
+    assert acs.auth_mode is expected
     assert settings.max_numbers == 10_000 and settings.max_concurrency == 8
-    assert settings.default_region == "US" and settings.allow_insecure_bearer is False
+    assert settings.default_region == "US" and acs.allow_insecure_bearer is False
     if mode == "managed-identity":
-        assert settings.acs_endpoint == DEPLOYMENT_OUTPUTS["communication.outputs.endpoint"]
+        assert acs.endpoint == DEPLOYMENT_OUTPUTS["communication.outputs.endpoint"]
     else:
-        assert settings.key_vault_url == DEPLOYMENT_OUTPUTS["keyVault.outputs.uri"]
-        assert settings.connection_string_secret_name == "acs-connection-string"
+        assert acs.key_vault_url == DEPLOYMENT_OUTPUTS["keyVault.outputs.uri"]
+        assert acs.connection_string_secret_name == "acs-connection-string"
 
 
 def test_key_vault_reference_mode_resolves_to_connection_string_mode() -> None:
@@ -190,9 +194,9 @@ def test_key_vault_reference_mode_resolves_to_connection_string_mode() -> None:
     reference = env["ACS_CONNECTION_STRING"]
     assert reference == f"@Microsoft.KeyVault(SecretUri={DEPLOYMENT_OUTPUTS['acsSecret.outputs.secretUri']})"
     with pytest.raises(SettingsError):  # unresolved, as the code would see a broken reference
-        Settings.from_environ(env)
+        AcsSettings.from_environ(env)
     resolved = {**env, "ACS_CONNECTION_STRING": RESOLVED_CONNECTION_STRING}  # what the platform injects
-    assert Settings.from_environ(resolved).auth_mode is AuthMode.CONNECTION_STRING
+    assert AcsSettings.from_environ(resolved).auth_mode is AuthMode.CONNECTION_STRING
 
 
 def test_queue_settings_match_the_created_queues() -> None:

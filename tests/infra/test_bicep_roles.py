@@ -74,7 +74,7 @@ def test_no_other_file_assigns_roles() -> None:
 
 def test_main_grants_the_app_identity_and_optionally_the_user() -> None:
     main = bicep.file("main.bicep")
-    variables = {v.name: bicep.text(v.body) for v in main.declarations("var")}
+    variables = {v.name: bicep.text(v.body) for v in main.declarations("var") if v.body is not None}
     assert "principalType: 'ServicePrincipal'" in variables["appPrincipal"]
     assert "identity.outputs.principalId" in variables["appPrincipal"]
     assert "principalType: 'User'" in variables["userPrincipal"]

@@ -90,7 +90,7 @@ def test_failing_message_is_retried_then_poisoned_byte_identical(azurite: Azurit
 def test_base64_encoding_decodes_and_rejects_non_base64(azurite: Azurite, tmp_path: Path) -> None:
     host, queue, poison = run_sample("sample_app_base64", azurite, tmp_path)
     try:
-        queue.send_message(base64.b64encode("decoded by the host".encode()).decode())
+        queue.send_message(base64.b64encode(b"decoded by the host").decode())
         queue.send_message("not base64 at all!")
         wait_for(lambda: any(d["body"] == "decoded by the host" for d in deliveries(tmp_path)), "the delivery")
         wait_for(lambda: poison.get_queue_properties().approximate_message_count == 1, "the poison message")

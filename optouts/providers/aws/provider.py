@@ -44,7 +44,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from optouts.logtext import log_safe
+from optouts.domain.logtext import log_safe
 from optouts.providers.aws.credentials import botocore_session
 from optouts.providers.aws.errors import (
     THROTTLED,

@@ -197,7 +197,7 @@ def _senders(env: Mapping[str, str]) -> dict[str, str | None]:
 
 
 def _comparable_sender(sender: str) -> str:
-    """As requests' senders are compared (optouts/commands.py): numbers as compact E.164."""
+    """As requests' senders are compared (optouts/domain/commands.py): numbers as compact E.164."""
     compact = "".join(c for c in sender if c not in " -().")
     return compact if compact.startswith("+") and compact[1:].isdigit() else sender
 

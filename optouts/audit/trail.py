@@ -8,7 +8,7 @@ Every audited operation is journalled in a bounded number of writes, whatever it
    If either write fails the change is refused (503 `AuditUnavailable`): fail closed;
 2. once ACS answered: the *outcome* as one blob, `{operationId}/outcome.json`, then an *index*
    message with no delay;
-3. the indexer (`optouts.audit_index`) turns the blobs into one history entity per number, in
+3. the indexer (`optouts.audit.index`) turns the blobs into one history entity per number, in
    Table entity-group transactions. A worker that died before step 2 leaves the reconcile message:
    the indexer then records what was asked with the outcome `unknown`, and an outcome written
    later replaces those entities (same keys).
@@ -29,7 +29,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
@@ -39,11 +39,18 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
-from .callers import AuditContext
-from .config import STORAGE_CONNECTION, SettingsError
-from .limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OPERATION_ID_REGEX  # noqa: F401 - part of this module's interface
-from .problems import Problem
-from .storage import blob_container_client, connection_string, identity_credential, queue_client, service_url, transport_options
+from optouts.audit.callers import AuditContext
+from optouts.azure.storage import (
+    blob_container_client,
+    connection_string,
+    identity_credential,
+    queue_client,
+    service_url,
+    transport_options,
+)
+from optouts.config import STORAGE_CONNECTION, SettingsError
+from optouts.domain.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OPERATION_ID_REGEX  # noqa: F401 - part of this module's interface
+from optouts.domain.problems import Problem
 
 _logger = logging.getLogger(__name__)
 
@@ -69,7 +76,7 @@ _HASH_LENGTH = 64
 
 # .NET DateTime ticks (100 ns since 0001-01-01): the convention Table Storage tools read.
 _MAX_TICKS = 3_155_378_975_999_999_999
-_TICKS_EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)
+_TICKS_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
 
 OUTCOMES = ("succeeded", "invalid", "failed", "unknown")
@@ -79,7 +86,7 @@ OUTCOMES = ("succeeded", "invalid", "failed", "unknown")
 
 
 def number_hash(sender: str, phone_number: str) -> str:
-    return hashlib.sha256(f"{sender}|{phone_number}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{sender}|{phone_number}".encode()).hexdigest()
 
 
 def partition_for(hashed: str) -> str:
@@ -105,13 +112,13 @@ def blob_name(operation_id: str, part: str) -> str:
 
 
 def _iso(instant: datetime) -> str:
-    return instant.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return instant.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _parse_time(text: Any) -> datetime:
     if not isinstance(text, str):
         raise ValueError("not a timestamp")
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
 # -- the journal's records ------------------------------------------------------------------------
@@ -143,7 +150,7 @@ class OperationIntent:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "OperationIntent":
+    def from_json(cls, data: Mapping[str, Any]) -> OperationIntent:
         context = AuditContext(
             channel=str(data["channel"]), caller=str(data["caller"]), correlation_id=str(data["correlationId"]),
             caller_id=data.get("callerId"), verified=bool(data.get("callerVerified")),
@@ -193,7 +200,7 @@ class OperationOutcome:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], expected: int) -> "OperationOutcome":
+    def from_json(cls, data: Mapping[str, Any], expected: int) -> OperationOutcome:
         rows = data["outcomes"]
         if not isinstance(rows, list) or len(rows) != expected:
             raise ValueError("the outcome does not match the intent's numbers")
@@ -263,13 +270,13 @@ class HistoryRecord:
         return {name: value for name, value in properties.items() if value is not None}
 
     @classmethod
-    def from_entity(cls, entity: Mapping[str, Any]) -> "HistoryRecord":
+    def from_entity(cls, entity: Mapping[str, Any]) -> HistoryRecord:
         occurred_at = entity.get("OccurredAt")
         if not isinstance(occurred_at, datetime):
             occurred_at = _TICKS_EPOCH
         upstream = entity.get("UpstreamStatus")
         return cls(
-            occurred_at=occurred_at.astimezone(timezone.utc),
+            occurred_at=occurred_at.astimezone(UTC),
             operation_id=str(entity.get("OperationId", "")),
             action=str(entity.get("Action", "")),
             sender=str(entity.get("Sender", "")),
@@ -322,7 +329,8 @@ def history_records(intent: OperationIntent, outcome: OperationOutcome | None) -
                       result.status, result.upstream_status, result.error_code, result.opted_out, c.caller,
                       c.caller_id, c.verified, c.claimed_caller, c.claimed_caller_id, c.channel, c.correlation_id,
                       c.trace_id, intent.reason)
-        for number, result in zip(intent.numbers, outcomes)
+        # Not strict: a stored outcome comes from a blob, and a short one must not fail the indexer.
+        for number, result in zip(intent.numbers, outcomes, strict=False)
     ]
 
 
@@ -477,7 +485,7 @@ class AuditTrail:
         include_checks: bool = False,
         reconcile_delay: float = 300.0,
         disabled_reason: str | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._storage = storage
         self._include_checks = include_checks
@@ -507,8 +515,13 @@ class AuditTrail:
             # The reconcile message first: an intent never exists without one. A reconcile that finds
             # no intent (the intent write failed, the change was refused) has nothing to do.
             self._storage.send(index_message(intent.operation_id, "reconcile"), delay_seconds=self._reconcile_delay)
-            self._storage.put_blob(blob_name(intent.operation_id, INTENT_BLOB), orjson.dumps(intent.to_json()),
-                                   overwrite=False)
+            try:
+                self._storage.put_blob(blob_name(intent.operation_id, INTENT_BLOB), orjson.dumps(intent.to_json()),
+                                       overwrite=False)
+            except ResourceExistsError:
+                # The name holds a fresh uuid4: only this call's own earlier attempt can have written it (the
+                # SDK retried an upload whose answer was lost), so the intent is durable.
+                pass
         except (AzureError, SettingsError, OSError, ValueError) as error:
             _logger.error("audit trail: the intent of a %s (%s %s) could not be written (%s); change refused",
                           action, context.channel, intent.operation_id, describe_error(error))

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .config import SettingsError
+from optouts.config import SettingsError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -48,7 +48,7 @@ def service_url(name: str, service: str, environ: Mapping[str, str] | None = Non
     return f"https://{account}.{service}.core.windows.net"
 
 
-def identity_credential(name: str, environ: Mapping[str, str] | None = None) -> "TokenCredential":
+def identity_credential(name: str, environ: Mapping[str, str] | None = None) -> TokenCredential:
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
     env = os.environ if environ is None else environ
@@ -81,7 +81,8 @@ def queue_client(queue_name: str, connection: str = "AzureWebJobsStorage", **opt
     conn_str = connection_string(connection)
     if conn_str is not None:
         return QueueClient.from_connection_string(conn_str, queue_name, **options)
-    return QueueClient(service_url(connection, "queue"), queue_name, credential=identity_credential(connection), **options)
+    return QueueClient(service_url(connection, "queue"), queue_name, credential=identity_credential(connection),
+                       **options)
 
 
 def blob_container_client(container: str, connection: str = "AzureWebJobsStorage", **options: Any) -> Any:
@@ -91,4 +92,5 @@ def blob_container_client(container: str, connection: str = "AzureWebJobsStorage
     conn_str = connection_string(connection)
     if conn_str is not None:
         return ContainerClient.from_connection_string(conn_str, container, **options)
-    return ContainerClient(service_url(connection, "blob"), container, credential=identity_credential(connection), **options)
+    return ContainerClient(service_url(connection, "blob"), container, credential=identity_credential(connection),
+                           **options)

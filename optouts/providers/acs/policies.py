@@ -11,9 +11,10 @@ from urllib.parse import urlsplit
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy, RetryPolicy
+from azure.core.rest import HttpRequest, HttpResponse
 
-from . import signing
-from .credentials import AccessKeyCredential
+from optouts.providers.acs import signing
+from optouts.providers.acs.credentials import AccessKeyCredential
 
 #: Options a caller passes per request; popped here so the transport never sees them.
 DEADLINE_OPTION = "optouts_deadline"
@@ -52,12 +53,12 @@ def parse_retry_after(value: str | None, unit: float = 1.0) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
-class RetryAfterPolicy(HTTPPolicy):
+class RetryAfterPolicy(HTTPPolicy[HttpRequest, HttpResponse]):
     """Rewrites the answer's Retry-After headers to bounded plain numbers before the retry
     policy (which parses them itself, and would sleep forever or raise on `1e400`, or
     raise on a malformed date) sees them. A value that is not a delay is removed."""
 
-    def send(self, request: PipelineRequest) -> PipelineResponse:
+    def send(self, request: PipelineRequest[HttpRequest]) -> PipelineResponse[HttpRequest, HttpResponse]:
         response = self.next.send(request)
         headers = response.http_response.headers
         for name, unit in RETRY_AFTER_HEADERS:
@@ -76,7 +77,7 @@ class RetryAfterPolicy(HTTPPolicy):
 ANSWER_BODY = "optouts_answer_body"
 
 
-class BoundedAnswerPolicy(HTTPPolicy):
+class BoundedAnswerPolicy(HTTPPolicy[HttpRequest, HttpResponse]):
     """Reads each answer's body itself, at most `limit` bytes, then closes the answer.
 
     An upstream cannot make the client hold more than `limit` bytes of one answer in memory
@@ -89,28 +90,28 @@ class BoundedAnswerPolicy(HTTPPolicy):
         super().__init__()
         self._limit = limit
 
-    def send(self, request: PipelineRequest) -> PipelineResponse:
+    def send(self, request: PipelineRequest[HttpRequest]) -> PipelineResponse[HttpRequest, HttpResponse]:
         request.context.options["stream"] = True
         response = self.next.send(request)
         http_response = response.http_response
-        body: bytearray | None = bytearray()
+        body: bytearray | None = None
         try:
             declared = http_response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > self._limit:
-                body = None
-            else:
+            if not (declared.isdigit() and int(declared) > self._limit):
+                read = bytearray()
                 for piece in http_response.iter_bytes():
-                    body += piece
-                    if len(body) > self._limit:
-                        body = None
+                    read += piece
+                    if len(read) > self._limit:
                         break
+                else:
+                    body = read
         finally:
             http_response.close()
         request.context[ANSWER_BODY] = None if body is None else bytes(body)
         return response
 
 
-class HmacSigningPolicy(HTTPPolicy):
+class HmacSigningPolicy(HTTPPolicy[HttpRequest, HttpResponse]):
     """Signs each attempt (so every retry gets a fresh x-ms-date) and, after a 401,
     asks the credential for a newer key and tries exactly once more."""
 
@@ -118,7 +119,7 @@ class HmacSigningPolicy(HTTPPolicy):
         super().__init__()
         self._credential = credential
 
-    def send(self, request: PipelineRequest) -> PipelineResponse:
+    def send(self, request: PipelineRequest[HttpRequest]) -> PipelineResponse[HttpRequest, HttpResponse]:
         key = self._sign(request)
         response = self.next.send(request)
         if response.http_response.status_code == 401 and self._credential.refresh_after_rejection(key):
@@ -126,7 +127,7 @@ class HmacSigningPolicy(HTTPPolicy):
             response = self.next.send(request)
         return response
 
-    def _sign(self, request: PipelineRequest) -> bytes:
+    def _sign(self, request: PipelineRequest[HttpRequest]) -> bytes:
         http_request = request.http_request
         url = urlsplit(http_request.url)
         path_and_query = url.path + (f"?{url.query}" if url.query else "")
@@ -143,7 +144,7 @@ class HmacSigningPolicy(HTTPPolicy):
         return key
 
 
-class DeadlineRetryPolicy(RetryPolicy):
+class DeadlineRetryPolicy(RetryPolicy[HttpRequest, HttpResponse]):
     """azure-core's retry policy, with three changes that suit idempotent opt-out calls:
 
     - POST is retried like any other method (add/remove/check are idempotent);
@@ -166,10 +167,10 @@ class DeadlineRetryPolicy(RetryPolicy):
     def increment(self, settings: dict[str, Any], response: Any = None, error: Exception | None = None) -> bool:
         if not super().increment(settings, response=response, error=error):
             return False
-        deadline = settings.get("deadline")
+        deadline: float | None = settings.get("deadline")
         if deadline is None:
             return True
-        wait = None
+        wait: float | None = None
         if isinstance(response, PipelineResponse):
             wait = self.get_retry_after(response)
         if wait is None:

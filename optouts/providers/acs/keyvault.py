@@ -28,11 +28,12 @@ from azure.core.exceptions import (
 )
 from azure.keyvault.secrets import SecretClient
 
-from .acs import InvalidConnectionStringError, OptOutsClient
-from .acs.credentials import decode_access_key, parse_connection_string
-from .acs.errors import CredentialUnavailableError
-from .config import Settings, SettingsError
-from .identity import BOUNDED_PIPELINE_OPTIONS, gateway_credential
+from optouts.azure.identity import BOUNDED_PIPELINE_OPTIONS, gateway_credential
+from optouts.config import SettingsError
+from optouts.providers.acs import InvalidConnectionStringError, OptOutsClient
+from optouts.providers.acs.credentials import decode_access_key, parse_connection_string
+from optouts.providers.acs.errors import CredentialUnavailableError
+from optouts.providers.acs.settings import AcsSettings
 
 _logger = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class KeyVaultAccessKey:
         return value
 
 
-def build_key_vault_client(settings: Settings, **options: Any) -> OptOutsClient:
+def build_key_vault_client(settings: AcsSettings, **options: Any) -> OptOutsClient:
     """An `OptOutsClient` whose access key comes from Key Vault.
 
     Reads the secret now, because the client needs the endpoint it holds; raises

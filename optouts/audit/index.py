@@ -1,7 +1,7 @@
 """The indexer: turns journalled operations into per-number history, from the index queue.
 
 At-least-once and idempotent: a message may be delivered twice, or die half-way; every run of
-one operation writes the same keys (`optouts.audit.history_keys`) with upserts, so a re-run
+one operation writes the same keys (`optouts.audit.trail.history_keys`) with upserts, so a re-run
 neither duplicates nor skips. Entities go in entity-group transactions of up to 100, one
 partition (hash bucket) each, several in flight at once.
 
@@ -20,14 +20,14 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from azure.core.exceptions import AzureError
 
-from . import telemetry
-from .audit import (
+from optouts import telemetry
+from optouts.audit.trail import (
     FORMAT_VERSION,
     INDEX_BLOB,
     MAX_BATCH_ENTITIES,
@@ -124,7 +124,7 @@ class AuditIndexer:
 
     def _already_indexed(self, intent: OperationIntent) -> bool:
         marker = load_json(self._storage, blob_name(intent.operation_id, INDEX_BLOB))
-        return bool(marker) and marker.get("outcome") == "recorded"
+        return marker is not None and marker.get("outcome") == "recorded"
 
     def _write(self, intent: OperationIntent, outcome: OperationOutcome | None) -> None:
         batches = list(_batches(e.to_entity() for e in history_records(intent, outcome)))
@@ -134,11 +134,11 @@ class AuditIndexer:
         marker = {
             "version": FORMAT_VERSION, "operationId": intent.operation_id,
             "outcome": "recorded" if outcome else "unknown", "indexedNumbers": len(intent.numbers),
-            "indexedAt": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "indexedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         }
         self._storage.put_blob(blob_name(intent.operation_id, INDEX_BLOB), orjson.dumps(marker), overwrite=True)
         if outcome is not None:
-            telemetry.record_audit_lag((datetime.now(timezone.utc) - intent.accepted_at).total_seconds(), "indexed")
+            telemetry.record_audit_lag((datetime.now(UTC) - intent.accepted_at).total_seconds(), "indexed")
 
 
 def _batches(entities: Iterator[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]]]:

@@ -11,7 +11,7 @@ import binascii
 import threading
 from typing import Protocol
 
-from .errors import OptOutsError
+from optouts.providers.acs.errors import OptOutsError
 
 
 class InvalidConnectionStringError(OptOutsError, ValueError):

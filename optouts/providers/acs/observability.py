@@ -14,9 +14,9 @@ from azure.core.exceptions import AzureError
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
 
-from .. import telemetry
+from optouts import telemetry
 
-_logger = logging.getLogger("optouts.acs")
+_logger = logging.getLogger("optouts.providers.acs")
 
 ATTEMPTS_KEY = "optouts.attempts"
 #: At most one "no answer" warning per host and error class in this many seconds.

@@ -1,11 +1,11 @@
 """The ACS SMS opt-out client: add, remove and check any number of recipients.
 
 Built like the official Azure SDK clients: an azure-core `Pipeline` whose
-policies do retries, authentication and logging. On top of the three REST calls it
-splits recipients into chunks of at most 100, sends chunks concurrently with a
-bounded concurrency, sends each distinct recipient once, re-tries only the
-recipients ACS answered with a transient per-recipient error, and answers one
-result per input recipient in input order.
+policies do retries, authentication and logging. It is the ACS `Provider`
+(optouts.providers.base): the shared fan-out (optouts.providers.fanout) splits recipients
+into chunks of at most 100 and sends them concurrently, each distinct recipient once,
+re-tries the recipients ACS answered with a transient per-recipient error, and answers one
+result per input recipient in input order; this module makes the one REST call per chunk.
 """
 
 from __future__ import annotations
@@ -13,13 +13,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import threading
 import time
 import uuid
-from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import orjson
@@ -31,18 +28,24 @@ from azure.core.pipeline.policies import (
     BearerTokenCredentialPolicy,
     HeadersPolicy,
     HttpLoggingPolicy,
+    HTTPPolicy,
     RequestIdPolicy,
+    SansIOHTTPPolicy,
     UserAgentPolicy,
 )
 from azure.core.pipeline.transport import RequestsTransport
-from azure.core.rest import HttpRequest
+from azure.core.rest import HttpRequest, HttpResponse
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from ..logtext import log_safe
-
-from .credentials import AccessKeyCredential, StaticAccessKey, parse_connection_string
-from .errors import (
+from optouts.domain.logtext import log_safe
+from optouts.domain.operations import Operation
+from optouts.providers.acs.credentials import (
+    AccessKeyCredential,
+    StaticAccessKey,
+    parse_connection_string,
+)
+from optouts.providers.acs.errors import (
     AcsAuthenticationError,
     AcsBadRequestError,
     AcsThrottledError,
@@ -51,9 +54,8 @@ from .errors import (
     InsecureEndpointError,
     OptOutsError,
 )
-from .models import Operation, RecipientOutcome, RecipientResult
-from .observability import UpstreamAttemptPolicy, UpstreamCallPolicy
-from .policies import (
+from optouts.providers.acs.observability import UpstreamAttemptPolicy, UpstreamCallPolicy
+from optouts.providers.acs.policies import (
     ANSWER_BODY,
     DEADLINE_OPTION,
     RETRY_AFTER_HEADERS,
@@ -63,28 +65,27 @@ from .policies import (
     RetryAfterPolicy,
     parse_retry_after,
 )
+from optouts.providers.acs.settings import DEFAULT_API_VERSION
+from optouts.providers.base import RecipientOutcome, RecipientResult
+from optouts.providers.fanout import ChunkAnswer, FanOut
 
-DEFAULT_API_VERSION = "2026-01-23"
 ACS_SCOPE = "https://communication.azure.com//.default"
 MAX_RECIPIENTS_PER_CALL = 100
 TRANSIENT_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 SDK_MONIKER = "sms-optout-gateway/0.1.0"
+#: Per-number error codes in answers (contract): a final refusal, and the two transient failures.
+REJECTED_CODE = "RejectedByAcs"
+THROTTLED_CODE = "AcsThrottled"
+UNAVAILABLE_CODE = "AcsUnavailable"
+#: A per-recipient failure ACS gave no message for.
+NO_DETAILS = "no details from ACS"
 #: An answer for 100 recipients is about 10 KB; anything larger than this is not one, and is not read.
 MAX_ANSWER_BYTES = 1_048_576
 #: Longest upstream text (an error message) carried into a result, an error or a log line.
 MAX_UPSTREAM_TEXT = 300
 
 _logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class _ChunkAnswer:
-    """What one chunk's call produced: per-recipient results, or a whole-call failure."""
-
-    results: dict[str, RecipientResult]
-    transient_failure: bool = False
-    retry_after: float | None = None
-    status_code: int | None = None
+_E = TypeVar("_E", bound=OptOutsError)
 
 
 class OptOutsClient:
@@ -93,6 +94,9 @@ class OptOutsClient:
     One instance is meant to live for the whole process: it owns a connection pool
     and a thread pool, and is safe to use from many threads at once.
     """
+
+    #: The provider's name in the audit trail and metrics.
+    name = "acs"
 
     def __init__(
         self,
@@ -128,16 +132,14 @@ class OptOutsClient:
             operation: f"{self._endpoint}/sms/optouts:{operation.value}?{urlencode({'api-version': api_version})}"
             for operation in Operation
         }
-        self._max_concurrency = max_concurrency
         self._time_budget = time_budget
-        self._recipient_retry_rounds = recipient_retry_rounds
-        self._recipient_retry_backoff = recipient_retry_backoff
         self._read_timeout = read_timeout
         self._is_bearer = not hasattr(credential, "get_key")
         self._enforce_https = not allow_insecure_bearer
         if self._is_bearer and self._enforce_https and not self._endpoint.lower().startswith("https://"):
             raise ValueError("bearer tokens are only sent over https unless allow_insecure_bearer=True (local use)")
 
+        auth_policy: HTTPPolicy[HttpRequest, HttpResponse]
         if self._is_bearer:
             auth_policy = BearerTokenCredentialPolicy(credential, ACS_SCOPE)  # type: ignore[arg-type]
         else:
@@ -151,7 +153,7 @@ class OptOutsClient:
             retry_backoff_max=retry_backoff_max,
         )
         # Signing comes after retrying so that every attempt is signed afresh.
-        policies = [
+        policies: list[HTTPPolicy[Any, Any] | SansIOHTTPPolicy[Any, Any]] = [
             RequestIdPolicy(**kwargs),
             HeadersPolicy(**kwargs),
             UserAgentPolicy(sdk_moniker=SDK_MONIKER, **kwargs),
@@ -166,12 +168,20 @@ class OptOutsClient:
         # Every pool thread, plus the callers' own threads sending an operation's last chunk inline.
         pool_size = 4 * max_concurrency
         transport = kwargs.pop("transport", None) or _requests_transport(pool_size, connection_timeout, read_timeout)
-        self._pipeline: Pipeline = Pipeline(transport=transport, policies=policies)
-        # Shared by all operations; each operation separately caps its own in-flight chunks.
-        self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="optouts-acs")
+        self._pipeline: Pipeline[HttpRequest, HttpResponse] = Pipeline(transport=transport, policies=policies)
+        self._fanout = FanOut(
+            self._send_chunk,
+            chunk_size=MAX_RECIPIENTS_PER_CALL,
+            max_concurrency=max_concurrency,
+            all_failed=self._all_failed,
+            retry_rounds=recipient_retry_rounds,
+            retry_backoff=recipient_retry_backoff,
+            pool_size=pool_size,
+            thread_name_prefix="optouts-acs",
+        )
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, **kwargs: Any) -> "OptOutsClient":
+    def from_connection_string(cls, connection_string: str, **kwargs: Any) -> OptOutsClient:
         endpoint, access_key = parse_connection_string(connection_string)
         return cls(endpoint, StaticAccessKey(access_key), **kwargs)
 
@@ -183,13 +193,19 @@ class OptOutsClient:
     def api_version(self) -> str:
         return self._api_version
 
-    def add(self, sender: str, recipients: Iterable[str], *, time_budget: float | None = None) -> list[RecipientResult]:
+    def add(
+        self, sender: str, recipients: Iterable[str], *, time_budget: float | None = None
+    ) -> list[RecipientResult]:
         return self._run(Operation.ADD, sender, recipients, time_budget)
 
-    def remove(self, sender: str, recipients: Iterable[str], *, time_budget: float | None = None) -> list[RecipientResult]:
+    def remove(
+        self, sender: str, recipients: Iterable[str], *, time_budget: float | None = None
+    ) -> list[RecipientResult]:
         return self._run(Operation.REMOVE, sender, recipients, time_budget)
 
-    def check(self, sender: str, recipients: Iterable[str], *, time_budget: float | None = None) -> list[RecipientResult]:
+    def check(
+        self, sender: str, recipients: Iterable[str], *, time_budget: float | None = None
+    ) -> list[RecipientResult]:
         return self._run(Operation.CHECK, sender, recipients, time_budget)
 
     def run(
@@ -198,10 +214,10 @@ class OptOutsClient:
         return self._run(operation, sender, recipients, time_budget)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._fanout.close()
         self._pipeline.__exit__()
 
-    def __enter__(self) -> "OptOutsClient":
+    def __enter__(self) -> OptOutsClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -213,70 +229,20 @@ class OptOutsClient:
         self, operation: Operation, sender: str, recipients: Iterable[str], time_budget: float | None
     ) -> list[RecipientResult]:
         deadline = time.monotonic() + (self._time_budget if time_budget is None else time_budget)
-        order: list[str] = []
-        answers: dict[str, RecipientResult] = {}
-        batch = _ChunkBatch(self, operation, sender, deadline, answers)
+        return self._fanout.run(operation, sender, recipients, deadline=deadline)
 
-        chunk: list[str] = []
-        full: list[str] | None = None
-        seen: set[str] = set()
-        # `recipients` may be a generator doing real work (number normalization):
-        # consuming it while earlier chunks are in flight overlaps that work with I/O.
-        for to in recipients:
-            order.append(to)
-            if to in seen:
-                continue
-            seen.add(to)
-            if full is not None:
-                batch.submit(full)
-                full = None
-            chunk.append(to)
-            if len(chunk) == MAX_RECIPIENTS_PER_CALL:
-                # Held back until another recipient shows up: the last chunk is sent
-                # from this thread, which would otherwise sit idle waiting for it.
-                full, chunk = chunk, []
-        last = full or chunk
-        if last:
-            batch.submit(last, inline=True)
-        batch.wait(raise_when_nothing_answered=True)
+    def _all_failed(self, failures: Sequence[ChunkAnswer]) -> AcsThrottledError | AcsUnavailableError:
+        return self._located(_transient_error(failures))
 
-        self._retry_failed_recipients(batch, operation, sender, deadline, answers)
-        return [answers[to] for to in order]
-
-    def _retry_failed_recipients(
-        self,
-        first_pass: "_ChunkBatch",
-        operation: Operation,
-        sender: str,
-        deadline: float,
-        answers: dict[str, RecipientResult],
-    ) -> None:
-        """Bounded re-try of the recipients ACS answered with a per-recipient 429/5xx.
-
-        Recipients of a call that failed as a whole are not re-tried here: the retry
-        policy already spent its attempts on that call.
-        """
-        gave_up = set(first_pass.whole_call_failures)
-        for round_number in range(self._recipient_retry_rounds):
-            retryable = [
-                to for to, result in answers.items()
-                if result.outcome is RecipientOutcome.FAILED and to not in gave_up
-            ]
-            if not retryable:
-                return
-            pause = self._recipient_retry_backoff * (2**round_number)
-            if time.monotonic() + pause >= deadline:
-                return
-            time.sleep(pause)
-            batch = _ChunkBatch(self, operation, sender, deadline, answers)
-            for start in range(0, len(retryable), MAX_RECIPIENTS_PER_CALL):
-                batch.submit(retryable[start : start + MAX_RECIPIENTS_PER_CALL])
-            batch.wait(raise_when_nothing_answered=False)
-            gave_up |= batch.whole_call_failures
+    def _located(self, error: _E) -> _E:
+        """`error`, naming this client's ACS resource for log lines (never for answers): which
+        resource failed transiently is what an operator looks for."""
+        error.where = f"ACS at {urlsplit(self._endpoint).hostname}"
+        return error
 
     # -- one chunk -------------------------------------------------------------------
 
-    def _send_chunk(self, operation: Operation, sender: str, chunk: list[str], deadline: float) -> _ChunkAnswer:
+    def _send_chunk(self, operation: Operation, sender: str, chunk: list[str], deadline: float) -> ChunkAnswer:
         request = HttpRequest(
             "POST",
             self._urls[operation],
@@ -307,7 +273,7 @@ class OptOutsClient:
         status = response.status_code
         content: bytes | None = pipeline_response.context.get(ANSWER_BODY)
         if status == 200:
-            return _ChunkAnswer(results=_parse_recipients(operation, chunk, content))
+            return ChunkAnswer(results=_parse_recipients(operation, chunk, content))
         error_text = _error_text(content)
         if status in (401, 403):
             raise AcsAuthenticationError(f"ACS rejected the gateway's credentials ({status}): {error_text}")
@@ -317,88 +283,7 @@ class OptOutsClient:
         raise AcsBadRequestError(f"ACS rejected the call ({status}): {error_text}")
 
 
-class _ChunkBatch:
-    """The chunks of one operation in flight, at most `max_concurrency` at a time."""
-
-    def __init__(
-        self,
-        client: OptOutsClient,
-        operation: Operation,
-        sender: str,
-        deadline: float,
-        answers: dict[str, RecipientResult],
-    ) -> None:
-        self._client = client
-        self._operation = operation
-        self._sender = sender
-        self._deadline = deadline
-        self._answers = answers
-        # Made with the first pooled chunk: an operation of one chunk never needs them.
-        self._slots: threading.BoundedSemaphore | None = None
-        self._futures: list[Future[_ChunkAnswer]] = []
-        self._sent_inline: list[_ChunkAnswer | Exception] = []
-        # Set from a pool thread; read without a lock because a stale read costs at most
-        # one more chunk, which fails the same way.
-        self._stopped = False
-        self.whole_call_failures: set[str] = set()
-
-    def submit(self, chunk: list[str], *, inline: bool = False) -> None:
-        """Send `chunk` on the shared pool, or `inline` in the caller's thread (for the
-        operation's last chunk, where a thread hand-off would only add latency)."""
-        if self._slots is None and not inline:
-            self._slots = threading.BoundedSemaphore(self._client._max_concurrency)
-        if self._slots is not None:
-            self._slots.acquire()
-        if self._stopped:
-            self._release_slot()
-            return
-        if not inline:
-            future = self._client._executor.submit(
-                self._client._send_chunk, self._operation, self._sender, chunk, self._deadline
-            )
-            future.add_done_callback(self._pooled_chunk_done)
-            self._futures.append(future)
-            return
-        try:
-            self._sent_inline.append(self._client._send_chunk(self._operation, self._sender, chunk, self._deadline))
-        except Exception as error:  # reported by wait(), like a pooled chunk's
-            self._sent_inline.append(error)
-        finally:
-            self._release_slot()
-
-    def _pooled_chunk_done(self, future: Future[_ChunkAnswer]) -> None:
-        if future.exception() is not None:
-            # An authentication or bad-request failure will hit every chunk alike.
-            self._stopped = True
-        self._release_slot()
-
-    def _release_slot(self) -> None:
-        if self._slots is not None:
-            self._slots.release()
-
-    def wait(self, *, raise_when_nothing_answered: bool) -> None:
-        """Collect every chunk's answer; raise if the operation as a whole failed."""
-        first_error: BaseException | None = None
-        transient: list[_ChunkAnswer] = []
-        any_answered = False
-        outcomes = [future.exception() or future.result() for future in self._futures] + self._sent_inline
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                first_error = first_error or outcome
-                continue
-            self._answers.update(outcome.results)
-            if outcome.transient_failure:
-                transient.append(outcome)
-                self.whole_call_failures.update(outcome.results)
-            else:
-                any_answered = True
-        if first_error is not None:
-            raise first_error
-        if raise_when_nothing_answered and transient and not any_answered:
-            raise _transient_error(transient)
-
-
-def _transient_error(failures: list[_ChunkAnswer]) -> AcsThrottledError | AcsUnavailableError:
+def _transient_error(failures: Sequence[ChunkAnswer]) -> AcsThrottledError | AcsUnavailableError:
     retry_afters = [f.retry_after for f in failures if f.retry_after is not None]
     retry_after = max(retry_afters) if retry_afters else None
     if all(f.status_code == 429 for f in failures):
@@ -414,12 +299,13 @@ def _transient_error(failures: list[_ChunkAnswer]) -> AcsThrottledError | AcsUna
 
 def _whole_call_failure(
     chunk: list[str], status: int | None, retry_after: float | None, message: str
-) -> _ChunkAnswer:
-    results = {
-        to: RecipientResult(to=to, outcome=RecipientOutcome.FAILED, status_code=status, error_message=message)
-        for to in chunk
-    }
-    return _ChunkAnswer(results=results, transient_failure=True, retry_after=retry_after, status_code=status)
+) -> ChunkAnswer:
+    return ChunkAnswer.whole_call_failure(chunk, status_code=status, retry_after=retry_after, message=message,
+                                          error_code=_transient_code(status))
+
+
+def _transient_code(status: int | None) -> str:
+    return THROTTLED_CODE if status == 429 else UNAVAILABLE_CODE
 
 
 def _request_body(sender: str, chunk: list[str]) -> bytes:
@@ -449,29 +335,36 @@ def _parse_recipients(operation: Operation, chunk: list[str], content: bytes | N
     for item in items if isinstance(items, list) else ():
         to = item.get("to") if isinstance(item, dict) else None
         if isinstance(to, str) and to in asked and to not in results:
-            results[to] = _recipient_result(to, item, reports_opt_out)  # type: ignore[arg-type]
+            results[to] = _recipient_result(to, item, reports_opt_out)
     if len(results) < len(asked):
         for to in chunk:
             if to not in results:
                 results[to] = RecipientResult(to, RecipientOutcome.FAILED, 502,
-                                              "ACS's answer did not mention this recipient")
+                                              "ACS's answer did not mention this recipient",
+                                              error_code=UNAVAILABLE_CODE)
     return results
 
 
 def _recipient_result(to: str, item: dict[str, Any], reports_opt_out: bool) -> RecipientResult:
     status = item.get("httpStatusCode")
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        return RecipientResult(to, RecipientOutcome.FAILED, 502, "ACS's answer had no valid httpStatusCode")
+        return RecipientResult(to, RecipientOutcome.FAILED, 502, "ACS's answer had no valid httpStatusCode",
+                               error_code=UNAVAILABLE_CODE)
     if 200 <= status < 300:
         if not reports_opt_out:
             return RecipientResult(to, RecipientOutcome.SUCCEEDED, status)
         opted_out = item.get("isOptedOut")
         if isinstance(opted_out, bool):
             return RecipientResult(to, RecipientOutcome.SUCCEEDED, status, is_opted_out=opted_out)
-        return RecipientResult(to, RecipientOutcome.FAILED, 502, "ACS's answer lacked isOptedOut")
+        return RecipientResult(to, RecipientOutcome.FAILED, 502, "ACS's answer lacked isOptedOut",
+                               error_code=UNAVAILABLE_CODE)
     message = item.get("errorMessage")
-    outcome = RecipientOutcome.FAILED if status in TRANSIENT_STATUS_CODES or status >= 500 else RecipientOutcome.REJECTED
-    return RecipientResult(to, outcome, status, _upstream_text(message) if isinstance(message, str) else None)
+    if status in TRANSIENT_STATUS_CODES or status >= 500:
+        outcome, code = RecipientOutcome.FAILED, _transient_code(status)
+    else:
+        outcome, code = RecipientOutcome.REJECTED, REJECTED_CODE
+    text = _upstream_text(message) if isinstance(message, str) and message else NO_DETAILS
+    return RecipientResult(to, outcome, status, text, error_code=code)
 
 
 def _error_text(content: bytes | None) -> str:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .acs.models import Operation
-from .config import Settings
-from .problems import Problem, validation_problem
+from optouts.config import Settings
+from optouts.domain.operations import Operation
+from optouts.domain.problems import Problem, validation_problem
 
 MAX_REASON_LENGTH = 500
 MAX_CORRELATION_ID_LENGTH = 128
@@ -56,7 +56,8 @@ def decode_json(body: bytes, *, max_bytes: int) -> Any:
     except RecursionError:
         raise Problem(400, "InvalidJson", "Invalid request body", "the JSON is nested too deeply") from None
     except ValueError as error:
-        raise Problem(400, "InvalidJson", "Invalid request body", f"the body is not valid JSON ({_short(error)})") from None
+        raise Problem(400, "InvalidJson", "Invalid request body",
+                      f"the body is not valid JSON ({_short(error)})") from None
     # JSON may escape a lone UTF-16 surrogate ("\\ud800"): valid syntax, but not text. Echoed
     # into an answer or a result message it cannot be encoded, so it is refused like bad UTF-8.
     if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
@@ -199,13 +200,13 @@ def _correlation_id(value: Any, errors: dict[str, list[str]]) -> str | None:
     if not isinstance(value, str):
         errors["correlationId"] = ["must be a string"]
         return None
-    value = value.strip()
-    if not value:
+    text = value.strip()
+    if not text:
         return None
-    if not is_valid_identifier(value):
+    if not is_valid_identifier(text):
         errors["correlationId"] = [f"must be {CORRELATION_ID_RULE}"]
         return None
-    return value
+    return text
 
 
 def is_valid_identifier(value: object) -> bool:

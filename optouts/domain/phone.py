@@ -15,7 +15,7 @@ from functools import lru_cache
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, PhoneNumberFormat
 
-from .limits import MAX_INPUT_LENGTH
+from optouts.domain.limits import MAX_INPUT_LENGTH
 
 SEPARATORS = frozenset(" -.()/\u00a0\u2010\u2011\u2012\u2013\u2014\u2212")
 _DROP_SEPARATORS = str.maketrans(dict.fromkeys(SEPARATORS))
@@ -141,8 +141,8 @@ class _ParsingRules:
     possible_lengths: frozenset[int]
 
     @classmethod
-    def of(cls, metadata: PhoneMetadata | None) -> "_ParsingRules | None":
-        if metadata is None:
+    def of(cls, metadata: PhoneMetadata | None) -> _ParsingRules | None:
+        if metadata is None or metadata.country_code is None:
             return None
         return cls(
             str(metadata.country_code),

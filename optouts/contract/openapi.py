@@ -2,7 +2,7 @@
 
 Swagger 2.0 rather than OpenAPI 3 because Power Platform custom connectors only import 2.0.
 `connector/apiDefinition.swagger.json` is this document with a placeholder host, written by
-`python -m optouts.openapi`; `GET /api/openapi.json` serves it with the caller's host.
+`python -m optouts.contract.openapi`; `GET /api/openapi.json` serves it with the caller's host.
 
 The schemas state exactly what the code accepts and answers (tests/test_schemathesis.py
 holds the running app to them), and carry the Power Automate extensions: `x-ms-summary`
@@ -18,9 +18,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from .commands import MAX_REASON_LENGTH, MAX_SENDER_LENGTH
-from .config import DEFAULT_MAX_NUMBERS
-from .limits import MAX_INPUT_LENGTH, MAX_PAGE_SIZE, OPERATION_ID_REGEX
+from optouts.config import DEFAULT_MAX_NUMBERS
+from optouts.domain.commands import MAX_REASON_LENGTH, MAX_SENDER_LENGTH
+from optouts.domain.limits import MAX_INPUT_LENGTH, MAX_PAGE_SIZE, OPERATION_ID_REGEX
 
 #: Replaced by the real app host when the connector is imported (docs/power-automate.md).
 PLACEHOLDER_HOST = "your-function-app.azurewebsites.net"
@@ -780,7 +780,7 @@ def render(document: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m optouts.openapi", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m optouts.contract.openapi", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=PLACEHOLDER_HOST, help="the function app's host name")
     parser.add_argument("--auth", choices=["function-key", "entra-id"], default="function-key")
     arguments = parser.parse_args(argv)

@@ -15,7 +15,7 @@ from typing import Any
 from azure.identity import DefaultAzureCredential
 
 #: Pipeline options for requests a caller waits on: to the identity endpoint, and to
-#: Key Vault (`optouts.keyvault`). Failing in seconds beats holding the invocation.
+#: Key Vault (`optouts.providers.acs.keyvault`). Failing in seconds beats holding the invocation.
 BOUNDED_PIPELINE_OPTIONS: dict[str, Any] = {
     "retry_total": 2,
     "retry_backoff_factor": 0.25,

@@ -4,7 +4,7 @@ Every message ends in exactly one terminal state, announced on the results queue
 
 - `completed`: processed; per-number results as the HTTP API gives them;
 - `rejected`: the message itself is invalid; never retried;
-- `failed`: ACS stayed unavailable through every delivery; the message goes to the
+- `failed`: the provider stayed unavailable through every delivery; the message goes to the
   poison queue untouched (the host moves it there when the last attempt raises).
 
 Transient failures are retried by redelivery: `process` raises `RetryLater` and the
@@ -22,19 +22,20 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 
-from . import telemetry
-from .acs.models import Operation
-from .callers import queue_context
-from .commands import OptOutCommand, decode_json, is_valid_identifier, parse_command
-from .config import DEFAULT_REQUESTS_QUEUE, Settings, SettingsError
-from .logtext import log_safe
-from .problems import Problem
-from .service import OperationReport, OptOutService
+from optouts import telemetry
+from optouts.audit.callers import queue_context
+from optouts.config import DEFAULT_REQUESTS_QUEUE, Settings, SettingsError
+from optouts.domain.commands import OptOutCommand, decode_json, is_valid_identifier, parse_command
+from optouts.domain.logtext import log_safe
+from optouts.domain.operations import Operation
+from optouts.domain.problems import Problem
+from optouts.domain.reports import OperationReport
+from optouts.usecases.service import OptOutService
 
 _logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class ResultPublisher:
 def results_blob_name(message_id: object) -> str:
     """`{yyyy-mm-dd}/{messageId}.json`: only ids the gateway or the queue service made. A
     message id that is not a plain id (the host gives GUIDs) is replaced by a random one."""
-    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
     if not (isinstance(message_id, str) and _MESSAGE_ID.fullmatch(message_id)):
         message_id = str(uuid.uuid4())
     return f"{day}/{message_id}.json"
@@ -155,8 +156,8 @@ def _undeliverable(result: dict[str, Any], detail: str) -> dict[str, Any]:
     else:
         kept["error"] = {"code": "ResultsNotDelivered", "message": detail}
     if len(_encode(kept)) > MAX_RESULT_MESSAGE_BYTES:
-        kept = {key: kept[key] for key in ("correlationId", "messageId", "status", "completedAt", "traceparent", "error")
-                if key in kept}
+        essential = ("correlationId", "messageId", "status", "completedAt", "traceparent", "error")
+        kept = {key: kept[key] for key in essential if key in kept}
     return kept
 
 
@@ -222,9 +223,10 @@ class QueuedRequestProcessor:
         except Exception:  # a bug or an answer nobody foresaw: the message still gets a result
             _logger.exception("queue message %s failed unexpectedly", message.id)
             return self._retry_or_fail(message, command, "InternalError", "the gateway failed unexpectedly")
-        if report.has_transient_failures:
+        transient_code = report.transient_failure_code
+        if transient_code is not None:
             return self._retry_or_fail(
-                message, command, "AcsUnavailable",
+                message, command, transient_code,
                 f"{report.summary['failed']} numbers could not be processed", report,
             )
         self._publisher.publish(_completed(message, command, report))
@@ -273,7 +275,7 @@ def _header(message: QueuedMessage, correlation_id: str | None, status: str) -> 
     header.update({
         "messageId": message.id,
         "status": status,
-        "completedAt": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "completedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     })
     traceparent = telemetry.current_traceparent()
     if traceparent is not None:

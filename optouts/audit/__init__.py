@@ -1,0 +1,1 @@
+"""The audit trail: every change to an opt-out list, recorded durably (trail)."""

@@ -29,6 +29,11 @@ blueprint = func.Blueprint()
 _POST_ONLY_ROUTES = frozenset({"add", "remove", "check"})
 _STATUS_QUERY = frozenset({"sender", "region"})
 _HISTORY_QUERY = frozenset({"sender", "top", "continuationToken"})
+_LISTING_QUERY = frozenset({"sender", "top", "continuationToken"})
+#: One page of a provider's list (AWS answers at most 100 per DescribeOptedOutNumbers call).
+LISTING_PAGE_SIZE = 100
+#: AWS's NextToken is at most 1024 characters.
+MAX_CONTINUATION_TOKEN = 1024
 
 
 def _bulk(action: str, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
@@ -89,12 +94,45 @@ def get_opt_out_status(req: func.HttpRequest, trace_id: str) -> func.HttpRespons
         raise validation_problem({"phoneNumber": [result.error.message]}, code=result.error.code)
     if result.status == "failed" and result.error is not None:
         raise Problem(503, result.error.code, "Upstream temporarily unavailable",
-                      "Azure Communication Services did not answer for this number; retry later", retry_after=30)
+                      "the sender's provider did not answer for this number; retry later", retry_after=30)
     body: dict[str, object] = {"phoneNumber": result.phone_number, "sender": command.sender,
                                "optedOut": result.opted_out}
     if report.audit is not None:  # only when OPTOUT_AUDIT_CHECKS=true
         body["audit"] = report.audit.to_dict()
     return json_response(body, trace_id=trace_id)
+
+
+@blueprint.function_name("ListOptOuts")
+@blueprint.route(route="optouts", methods=["GET"])
+@guarded
+def list_opt_outs(req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
+    """Every number on the sender's opt-out list, a page at a time (AWS senders; 501 for ACS's)."""
+    require_query(req, _LISTING_QUERY)
+    settings = runtime.get_settings()
+    sender = resolve_sender((req.params.get("sender") or "").strip() or None, settings)
+    top = _listing_page_size(req.params.get("top"))
+    token = req.params.get("continuationToken") or None
+    if token is not None and len(token) > MAX_CONTINUATION_TOKEN:
+        raise validation_problem({"continuationToken": ["is not a token this list gave"]},
+                                 code="InvalidContinuationToken")
+    page = runtime.get_service().list_opt_outs(sender, page_size=top, next_token=token)
+    value = [{"phoneNumber": entry.phone_number, **({"details": dict(entry.details)} if entry.details else {})}
+             for entry in page.numbers]
+    body: dict[str, object] = {"sender": sender, "value": value}
+    if page.next_token is not None:
+        scheme, host = public_origin(req.url, req.headers)
+        query = urlencode({"sender": sender, "top": top, "continuationToken": page.next_token})
+        body["nextLink"] = f"{scheme}://{host}{BASE_PATH}/optouts?{query}"
+    return json_response(body, trace_id=trace_id, headers={"Vary": FORWARDED_VARY})
+
+
+def _listing_page_size(raw: str | None) -> int:
+    text = (raw or "").strip()
+    if not text:
+        return LISTING_PAGE_SIZE
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= LISTING_PAGE_SIZE):
+        raise validation_problem({"top": [f"must be a whole number from 1 to {LISTING_PAGE_SIZE}"]})
+    return int(text)
 
 
 @blueprint.function_name("GetOptOutHistory")

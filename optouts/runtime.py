@@ -15,11 +15,13 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from optouts.config import AuditStorageSettings, QueueSettings, Settings, SettingsError, all_problems
 from optouts.domain.problems import Problem, validation_problem
 from optouts.providers.acs.settings import AcsSettings, AuthMode
+from optouts.providers.aws.settings import AwsCredentialMode, AwsSettings
 
 if TYPE_CHECKING:
     from optouts.audit.callers import AuditContext
@@ -36,6 +38,7 @@ _http_logger = logging.getLogger("optouts.http")
 _lock = threading.Lock()
 _settings: Settings | None = None
 _acs_settings: AcsSettings | None = None
+_aws_settings: AwsSettings | None = None
 _service: OptOutService | None = None
 _processor: QueuedRequestProcessor | None = None
 _audit_trail: AuditTrail | None = None
@@ -125,18 +128,43 @@ def settings_problems(environ: Mapping[str, str] | None = None) -> list[Settings
     """What is wrong with the app settings: each provider's, then the gateway's (startup logs
     them, readiness reports them); one message per problem, never a value."""
     env = os.environ if environ is None else environ
-    return AcsSettings.problems(env) + all_problems(env)
+    return (AcsSettings.problems(env) if uses_acs(env) else []) + _aws_problems(env) + all_problems(env)
+
+
+def _aws_problems(env: Mapping[str, str]) -> list[SettingsError]:
+    try:
+        AwsSettings.from_environ(env)
+    except SettingsError as error:
+        return [error]
+    return []
+
+
+#: Any of these configures a way to reach ACS (optouts/providers/acs/settings.py).
+_ACS_SETTINGS = ("ACS_CONNECTION_STRING", "ACS_ENDPOINT", "KEY_VAULT_URL", "ACS_CONNECTION_STRING_SECRET_NAME")
+
+
+def uses_acs(environ: Mapping[str, str] | None = None) -> bool:
+    """False only in an AWS-only deployment: AWS senders and no ACS setting at all. (With
+    neither, ACS's settings report what is missing, as before AWS.)"""
+    env = os.environ if environ is None else environ
+    return not env.get("OPTOUT_AWS_SENDERS", "").strip() or any(env.get(name, "").strip() for name in _ACS_SETTINGS)
 
 
 def get_settings() -> Settings:
     """The gateway's settings. The providers' settings are read first, so that a broken ACS
-    setting fails every request (503 GatewayMisconfigured) before any work is done."""
+    or AWS setting fails every request (503 GatewayMisconfigured) before any work is done.
+    AWS senders are allowed senders."""
     global _settings
     if _settings is None:
-        get_acs_settings()
+        aws = get_aws_settings()
+        if uses_acs():
+            get_acs_settings()
         with _lock:
             if _settings is None:
-                _settings = Settings.from_environ()
+                settings = Settings.from_environ()
+                if aws.configured:
+                    settings = replace(settings, allowed_senders=settings.allowed_senders | frozenset(aws.senders))
+                _settings = settings
     return _settings
 
 
@@ -149,17 +177,29 @@ def get_acs_settings() -> AcsSettings:
     return _acs_settings
 
 
+def get_aws_settings() -> AwsSettings:
+    global _aws_settings
+    if _aws_settings is None:
+        with _lock:
+            if _aws_settings is None:
+                _aws_settings = AwsSettings.from_environ()
+    return _aws_settings
+
+
 def describe_configuration() -> dict[str, object]:
     """What /api/health shows: the providers' settings, then the gateway's; never a secret."""
     settings = get_settings()
-    return {**get_acs_settings().describe(), **settings.describe()}
+    aws = get_aws_settings()
+    acs = get_acs_settings().describe() if uses_acs() else {"authMode": None}
+    return {**acs, **settings.describe(), **({"aws": aws.describe()} if aws.configured else {})}
 
 
 def get_service() -> OptOutService:
     global _service
     if _service is None:
         settings = get_settings()
-        acs = get_acs_settings()
+        acs = get_acs_settings() if uses_acs() else None
+        aws = get_aws_settings()
         # Before taking the lock, which get_audit_trail takes itself.
         audit_trail = get_audit_trail()
         with _lock:
@@ -168,7 +208,7 @@ def get_service() -> OptOutService:
                 from optouts.usecases.service import OptOutService, credentials_unavailable
 
                 try:
-                    provider = build_provider(settings, acs)
+                    provider = build_provider(settings, acs, aws)
                 except ProviderCredentialsError as error:
                     # Not cached: the next request tries again.
                     raise credentials_unavailable(error) from None
@@ -236,7 +276,7 @@ def get_queue_processor(max_dequeue_count: int) -> QueuedRequestProcessor:
                     publisher=publisher,
                     requests_queue=queue_settings.requests_queue,
                     max_dequeue_count=max_dequeue_count,
-                    time_budget=queue_settings.time_budget_seconds,
+                    time_budget=lambda sender: queue_time_budget(queue_settings.time_budget_seconds, sender),
                 )
     return _processor
 
@@ -321,12 +361,44 @@ def read_history(sender: str, raw_number: str, region: str, top: int,
     return number.e164, page
 
 
-def build_provider(settings: Settings, acs: AcsSettings) -> Provider:
-    """The provider the use cases talk to: a router over every configured provider, each
-    sender to its own (today every sender is ACS's; issue 23 adds AWS senders)."""
-    from optouts.providers.router import ProviderRouter
+def queue_time_budget(default: float, sender: str) -> float:
+    """AWS senders take one call per number at a quota: their queued requests get a longer budget."""
+    aws = get_aws_settings()
+    return aws.queue_time_budget_seconds if aws.is_aws_sender(sender) else default
 
-    return ProviderRouter(default=build_acs_client(settings, acs))
+
+def build_provider(settings: Settings, acs: AcsSettings | None, aws: AwsSettings | None = None) -> Provider:
+    """The provider the use cases talk to: a router over every configured provider, each
+    sender to its own: AWS senders (OPTOUT_AWS_SENDERS) to AWS, every other sender to ACS."""
+    from optouts.providers.router import NoProvider, ProviderRouter
+
+    default: Provider = build_acs_client(settings, acs) if acs is not None else NoProvider()
+    if aws is None or not aws.configured:
+        return ProviderRouter(default=default)
+    try:
+        provider = build_aws_provider(settings, aws)
+    except BaseException:
+        default.close()
+        raise
+    return ProviderRouter(default=default, by_sender=dict.fromkeys(aws.senders, provider))
+
+
+def build_aws_provider(settings: Settings, aws: AwsSettings) -> Provider:
+    from optouts.azure.identity import gateway_credential
+    from optouts.providers.aws.provider import AwsProvider
+
+    options: dict[str, Any] = {"default_time_budget": settings.time_budget_seconds}
+    if aws.credential_mode is AwsCredentialMode.WEB_IDENTITY:
+        return AwsProvider.from_settings(aws, token_credential=gateway_credential(), **options)
+    if aws.credential_mode is AwsCredentialMode.KEY_VAULT:
+        from optouts.providers.acs.keyvault import secret_client
+
+        if aws.key_vault_url is None:
+            raise SettingsError("KEY_VAULT_URL", "is required with OPTOUT_AWS_ACCESS_KEY_SECRET_NAME")
+        secrets = secret_client(aws.key_vault_url, gateway_credential())
+        return AwsProvider.from_settings(aws, read_secret=lambda name: secrets.get_secret(name).value or "",
+                                         **options)
+    return AwsProvider.from_settings(aws, **options)
 
 
 def build_acs_client(settings: Settings, acs: AcsSettings) -> OptOutsClient:
@@ -371,9 +443,10 @@ def build_acs_client(settings: Settings, acs: AcsSettings) -> OptOutsClient:
 
 def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
-    global _settings, _acs_settings, _service, _processor, _audit_trail, _audit_indexer, _readiness
+    global _settings, _acs_settings, _aws_settings, _service, _processor, _audit_trail, _audit_indexer, _readiness
     with _lock:
         service, _service, _settings, _acs_settings, _processor = _service, None, None, None, None
+        _aws_settings = None
         _readiness = None
         audit_trail, _audit_trail = _audit_trail, None
         indexer, _audit_indexer = _audit_indexer, None

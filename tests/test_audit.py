@@ -177,7 +177,7 @@ def test_a_change_is_journalled_before_the_answer_and_indexed_per_number(
         "phoneNumber": NUMBER, "outcome": "succeeded", "upstreamStatus": 200, "errorCode": None, "optedOut": None,
         "caller": "function-key", "callerId": None, "callerVerified": False, "claimedCaller": None,
         "claimedCallerId": None, "channel": "http", "correlationId": trace_id, "traceId": trace_id,
-        "reason": "customer re-subscribed, ticket 4711",
+        "reason": "customer re-subscribed, ticket 4711", "provider": "acs", "details": None,
     }
     assert trace_id.startswith(f"00-{'a' * 32}-")
     assert entry["occurredAt"][:23] == receipt["acceptedAt"][:23]

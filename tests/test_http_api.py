@@ -79,6 +79,7 @@ def test_indexed_function_metadata() -> None:
         "AddOptOuts": ("optouts/add", ["POST"]),
         "CheckOptOuts": ("optouts/check", ["POST"]),
         "GetOptOutStatus": ("optouts/{phoneNumber}", ["GET"]),
+        "ListOptOuts": ("optouts", ["GET"]),
         "GetOptOutHistory": ("optouts/{phoneNumber}/history", ["GET"]),
         "Health": ("health", ["GET"]),
         "GetOperation": ("operations/{operationId}", ["GET"]),

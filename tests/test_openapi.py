@@ -27,7 +27,7 @@ from optouts.domain import commands
 REPO = Path(__file__).resolve().parent.parent
 CONNECTOR = REPO / "connector"
 OPERATION_IDS = {"RemoveOptOutNumbers", "AddOptOutNumbers", "CheckOptOutNumbers", "GetOptOutStatus",
-                 "GetAuditOperation", "GetOptOutHistory", "GetGatewayReadiness"}
+                 "GetAuditOperation", "GetOptOutHistory", "GetGatewayReadiness", "ListOptOutNumbers"}
 ERRORS_EVERY_OPERATION_DECLARES = {"400", "401", "403", "502", "503"}
 # Readiness acts for no sender and calls ACS only to check it: no 403 or 502, a 503 that says why.
 # Reading the gateway's own audit records involves neither a sender's list nor ACS.

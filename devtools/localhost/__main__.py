@@ -1,7 +1,8 @@
 """`python -m devtools.localhost`: run the function app locally, like `func start`.
 
 Loads `local.settings.json` Values (already-set environment variables win). When no
-way to reach ACS is configured, the ACS emulator runs embedded; when storage is development
+way to reach ACS is configured, the ACS emulator runs embedded, and the AWS emulator when AWS
+senders (OPTOUT_AWS_SENDERS) are configured without an AWS endpoint; when storage is development
 storage (or unset), Azurite runs embedded, with the gateway's queues and container created
 at start. The banner prints the senders, the storage connection string and the queue names.
 """
@@ -21,6 +22,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
+from devtools.aws_emulator.embedded import embed_if_needed
 from optouts.config import QueueSettings, SettingsError
 
 from .host import LocalHost
@@ -80,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
             settings["ACS_CONNECTION_STRING"] = emulator.connection_string
             settings.setdefault("OPTOUT_DEFAULT_SENDER", configured.get("OPTOUT_DEFAULT_SENDER") or EMULATOR_SENDER)
             notes.append(f"ACS emulator embedded at {emulator.endpoint} (no ACS setting was configured)")
+        embedded_aws = embed_if_needed(stack, configured)
+        if embedded_aws is not None:
+            aws_settings, note = embedded_aws
+            settings.update(aws_settings)
+            notes.append(note)
         storage = configured.get("AzureWebJobsStorage", "").replace(" ", "").lower()
         if storage in ("", DEVELOPMENT_STORAGE):
             from devtools.azurite import Azurite

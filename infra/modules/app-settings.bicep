@@ -122,6 +122,16 @@ var commonSettings = {
   OPTOUT_AWS_RPS_DESCRIBE_OPTED_OUT_NUMBERS: awsDescribeOptedOutNumbersRps
   OPTOUT_AWS_RPS_DESCRIBE_PHONE_NUMBERS: awsDescribePhoneNumbersRps
   OPTOUT_AWS_MAX_INSTANCES: string(awsMaxInstances)
+  // The code's defaults, set so that every setting the code reads is visible on the app.
+  AWS_DEFAULT_REGION: awsRegion
+  OPTOUT_AWS_ROLE_SESSION_NAME: 'sms-optout-gateway'
+  OPTOUT_AWS_SESSION_SECONDS: '3600'
+  OPTOUT_AWS_MAX_ATTEMPTS: '4'
+  OPTOUT_AWS_MAX_CONCURRENCY: '4'
+  OPTOUT_AWS_SECRET_CACHE_SECONDS: string(secretCacheSeconds)
+  OPTOUT_AWS_LIST_CACHE_SECONDS: '3600'
+  // Within host.json's functionTimeout (5 min): a queued AWS request has 4 of them.
+  OPTOUT_AWS_QUEUE_TIME_BUDGET_SECONDS: '240'
   OPTOUT_TRUSTED_FORWARDERS: trustedForwarders
 }
 

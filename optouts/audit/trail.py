@@ -138,6 +138,8 @@ class OperationIntent:
     reason: str | None
     #: Inputs that were not phone numbers: never sent to ACS, so not in the history.
     invalid_inputs: int = 0
+    #: Who keeps the sender's list: "acs" or "aws" (None in records written before providers).
+    provider: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         c = self.context
@@ -147,6 +149,7 @@ class OperationIntent:
             "callerId": c.caller_id, "callerVerified": c.verified, "claimedCaller": c.claimed_caller,
             "claimedCallerId": c.claimed_caller_id, "correlationId": c.correlation_id, "traceId": c.trace_id,
             "reason": self.reason, "invalidInputs": self.invalid_inputs, "numbers": list(self.numbers),
+            "provider": self.provider,
         }
 
     @classmethod
@@ -162,7 +165,7 @@ class OperationIntent:
             raise ValueError("numbers must be a list of strings")
         return cls(str(data["operationId"]), _parse_time(data["acceptedAt"]), str(data["action"]),
                    str(data["sender"]), tuple(numbers), context, data.get("reason"),
-                   int(data.get("invalidInputs") or 0))
+                   int(data.get("invalidInputs") or 0), _optional_text(data.get("provider")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +174,25 @@ class NumberOutcome:
     upstream_status: int | None = None
     error_code: str | None = None
     opted_out: bool | None = None
+    #: The provider's own facts about the number (AWS: optedOutTimestamp, endUserOptedOut...).
+    details: Mapping[str, Any] | None = None
 
 
 UNKNOWN = NumberOutcome("unknown")
+
+
+def _optional_text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _details(value: Any) -> dict[str, Any] | None:
+    """Provider facts as stored (a JSON object, or its text in a table entity); None otherwise."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    return dict(value) if isinstance(value, dict) and value else None
 
 
 @dataclass(frozen=True)
@@ -195,8 +214,9 @@ class OperationOutcome:
         return {
             "version": FORMAT_VERSION, "operationId": operation_id, "completedAt": _iso(self.completed_at),
             "errorCode": self.error_code, "counts": self.counts(),
-            # Compact: [status, upstream status, error code, opted out], aligned with the intent's numbers.
-            "outcomes": [[o.status, o.upstream_status, o.error_code, o.opted_out] for o in self.outcomes],
+            # Compact: [status, upstream status, error code, opted out, provider details], aligned with
+            # the intent's numbers (journals written before providers have four items).
+            "outcomes": [[o.status, o.upstream_status, o.error_code, o.opted_out, o.details] for o in self.outcomes],
         }
 
     @classmethod
@@ -205,10 +225,13 @@ class OperationOutcome:
         if not isinstance(rows, list) or len(rows) != expected:
             raise ValueError("the outcome does not match the intent's numbers")
         outcomes = []
-        for status, upstream, error_code, opted_out in rows:
+        for row in rows:
+            if not isinstance(row, list) or len(row) not in (4, 5):
+                raise ValueError("an outcome row has four or five items")
+            status, upstream, error_code, opted_out = row[:4]
             outcomes.append(NumberOutcome(str(status) if status in OUTCOMES else "unknown",
                                           int(upstream) if upstream is not None else None,
-                                          error_code, opted_out))
+                                          error_code, opted_out, _details(row[4]) if len(row) == 5 else None))
         return cls(_parse_time(data["completedAt"]), tuple(outcomes), data.get("errorCode"))
 
 
@@ -253,6 +276,8 @@ class HistoryRecord:
     correlation_id: str
     trace_id: str | None
     reason: str | None
+    provider: str | None = None
+    details: Mapping[str, Any] | None = None
 
     def to_entity(self) -> dict[str, Any]:
         partition, row = history_keys(self.sender, self.phone_number, self.occurred_at, self.operation_id)
@@ -264,7 +289,8 @@ class HistoryRecord:
             "CallerId": self.caller_id, "CallerVerified": self.caller_verified,
             "ClaimedCaller": self.claimed_caller, "ClaimedCallerId": self.claimed_caller_id,
             "Channel": self.channel, "CorrelationId": self.correlation_id, "TraceId": self.trace_id,
-            "Reason": self.reason,
+            "Reason": self.reason, "Provider": self.provider,
+            "Details": orjson.dumps(dict(self.details)).decode() if self.details else None,
         }
         # An absent property, not a null one: Table Storage has no null.
         return {name: value for name, value in properties.items() if value is not None}
@@ -294,6 +320,8 @@ class HistoryRecord:
             correlation_id=str(entity.get("CorrelationId", "")),
             trace_id=entity.get("TraceId"),
             reason=entity.get("Reason"),
+            provider=_optional_text(entity.get("Provider")),
+            details=_details(entity.get("Details")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -317,6 +345,8 @@ class HistoryRecord:
             "correlationId": self.correlation_id,
             "traceId": self.trace_id,
             "reason": self.reason,
+            "provider": self.provider,
+            "details": dict(self.details) if self.details else None,
         }
 
 
@@ -328,7 +358,7 @@ def history_records(intent: OperationIntent, outcome: OperationOutcome | None) -
         HistoryRecord(intent.accepted_at, intent.operation_id, intent.action, intent.sender, number,
                       result.status, result.upstream_status, result.error_code, result.opted_out, c.caller,
                       c.caller_id, c.verified, c.claimed_caller, c.claimed_caller_id, c.channel, c.correlation_id,
-                      c.trace_id, intent.reason)
+                      c.trace_id, intent.reason, intent.provider, result.details)
         # Not strict: a stored outcome comes from a blob, and a short one must not fail the indexer.
         for number, result in zip(intent.numbers, outcomes, strict=False)
     ]
@@ -503,14 +533,14 @@ class AuditTrail:
     # -- writing -----------------------------------------------------------------------------------
 
     def begin(self, action: str, sender: str, numbers: Iterable[str], context: AuditContext,
-              reason: str | None, invalid_inputs: int = 0) -> OperationIntent | None:
+              reason: str | None, invalid_inputs: int = 0, provider: str | None = None) -> OperationIntent | None:
         """Journal the intent before ACS is called; None when the trail is disabled.
 
         Raises `Problem` 503 `AuditUnavailable` when it cannot: the change must not be made."""
         if not self.enabled or self._storage is None:
             return None
         intent = OperationIntent(new_operation_id(), self._clock(), action, sender, tuple(dict.fromkeys(numbers)),
-                                 context, reason, invalid_inputs)
+                                 context, reason, invalid_inputs, provider)
         try:
             # The reconcile message first: an intent never exists without one. A reconcile that finds
             # no intent (the intent write failed, the change was refused) has nothing to do.
@@ -611,6 +641,7 @@ class AuditTrail:
             "correlationId": c.correlation_id,
             "traceId": c.trace_id,
             "reason": intent.reason,
+            "provider": intent.provider,
             "numbers": len(intent.numbers),
             "invalidInputs": intent.invalid_inputs,
             "outcome": "recorded" if outcome else "unknown",

@@ -90,6 +90,7 @@ def _paths() -> dict[str, Any]:
             "Check Numbers On SMS Opt-Out List",
             "Tells for each given phone number whether it has opted out of SMS from the sender.",
         )},
+        "/optouts": {"get": _listing_operation()},
         "/optouts/{phoneNumber}": {"get": _single_status_operation()},
         "/optouts/{phoneNumber}/history": {"get": _history_operation()},
         "/operations/{operationId}": {"get": _audit_operation_operation()},
@@ -304,14 +305,129 @@ def _readiness_operation() -> dict[str, Any]:
     }
 
 
+LISTING_PAGE_SIZE = 100
+
+
+def _listing_operation() -> dict[str, Any]:
+    return {
+        "operationId": "ListOptOutNumbers",
+        "summary": "List Numbers On An SMS Opt-Out List",
+        "description": "Lists every phone number on an AWS sender's opt-out list, a page at a time "
+                       "(ACS has no listing API: 501 for its senders).",
+        "tags": ["Opt-outs"],
+        "produces": list(_RESPONSE_TYPES),
+        "x-ms-pageable": {"nextLinkName": "nextLink"},
+        "parameters": [
+            {
+                "name": "sender",
+                "in": "query",
+                "required": False,
+                "type": "string",
+                "x-example": "+18005550111",
+                "x-ms-summary": "Sender",
+                "x-ms-visibility": "important",
+                "description": "The sender's number or short code; the gateway's default sender when left empty.",
+            },
+            {
+                "name": "top",
+                "in": "query",
+                "required": False,
+                "type": "integer",
+                "format": "int32",
+                "minimum": 1,
+                "maximum": LISTING_PAGE_SIZE,
+                "x-example": 100,
+                "x-ms-summary": "Page size",
+                "x-ms-visibility": "advanced",
+                "description": f"How many numbers one page holds, 1 to {LISTING_PAGE_SIZE}; "
+                               f"{LISTING_PAGE_SIZE} when left empty.",
+            },
+            {
+                "name": "continuationToken",
+                "in": "query",
+                "required": False,
+                "type": "string",
+                "maxLength": 1024,
+                # Empty: the first page (as an unset field in Power Automate).
+                "x-example": "",
+                "x-ms-summary": "Continuation token",
+                "x-ms-visibility": "internal",
+                "description": "Where the next page starts, as given in the previous page's nextLink; "
+                               "empty for the first page.",
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "One page of the numbers on the sender's opt-out list.",
+                "schema": {"$ref": "#/definitions/OptOutList"},
+                "headers": _trace_header(),
+            },
+            **_error_responses(400, 401, 403, 501, 502, 503),
+        },
+    }
+
+
+def _provider_details_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "x-ms-summary": "Provider details",
+        "description": "What the sender's provider reports about the number (AWS senders only).",
+        "properties": {
+            "optOutList": {"type": "string", "x-ms-summary": "Opt-out list",
+                           "description": "The AWS opt-out list of the sender."},
+            "optedOutTimestamp": {"type": "string", "format": "date-time", "x-ms-summary": "Opted out at",
+                                  "description": "When the number was put on the list."},
+            "endUserOptedOut": {"type": "boolean", "x-ms-summary": "Opted out by the person",
+                                "description": "True when the person texted STOP, false when added through an API."},
+            "removedTimestamp": {"type": "string", "format": "date-time", "x-ms-summary": "Removed at",
+                                 "description": "Remove only: when AWS took the number off the list."},
+            "wasOptedOut": {"type": "boolean", "x-ms-summary": "Was opted out",
+                            "description": "Remove only: false when the number was not on the list."},
+        },
+    }
+
+
+def _listed_number_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["phoneNumber"],
+        "additionalProperties": False,
+        "x-ms-summary": "Opted-out number",
+        "properties": {
+            "phoneNumber": {"type": "string", "x-ms-summary": "Phone number (E.164)",
+                            "description": "A number on the opt-out list, in E.164."},
+            "details": {"$ref": "#/definitions/ProviderDetails"},
+        },
+    }
+
+
+def _listing_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["sender", "value"],
+        "additionalProperties": False,
+        "properties": {
+            "sender": {"type": "string", "x-ms-summary": "Sender", "description": "The sender whose list it is."},
+            "value": {"type": "array", "items": {"$ref": "#/definitions/ListedNumber"},
+                      "x-ms-summary": "Numbers", "description": "The numbers on this page."},
+            "nextLink": {"type": "string", "x-ms-summary": "Next page",
+                         "description": "The URL of the next page; absent on the last page."},
+        },
+    }
+
+
 _ERROR_DESCRIPTIONS = {
     400: "The request is malformed: not JSON, wrong types, missing or unknown fields, or an invalid number.",
     401: "The function key is missing or wrong (answered by the Functions host, with no body).",
     403: "The gateway may not manage the opt-out list of that sender.",
     404: "No operation with that id was accepted.",
-    413: "Too many phone numbers in one request, or the body is too large.",
+    413: "Too many phone numbers in one request, or the body is too large; for an AWS sender, more numbers than "
+         "AWS's request quota lets through in time (send them through the queue).",
     415: "The body is not sent as JSON.",
-    502: "Azure Communication Services rejected the gateway's credentials or call; an operator must act.",
+    501: "The sender's provider cannot list its opt-out list (Azure Communication Services): check numbers instead.",
+    502: "Azure Communication Services or AWS End User Messaging SMS rejected the gateway's credentials or call; "
+         "an operator must act.",
     503: "Azure Communication Services is throttling or unavailable, the audit trail cannot record the change "
          "(AuditUnavailable: nothing was changed), or the gateway is misconfigured; retry after Retry-After seconds.",
 }
@@ -345,6 +461,9 @@ def _definitions() -> dict[str, Any]:
         "OptOutRequest": _request_schema(),
         "OptOutReport": _report_schema(),
         "NumberResult": _number_result_schema(),
+        "ProviderDetails": _provider_details_schema(),
+        "OptOutList": _listing_schema(),
+        "ListedNumber": _listed_number_schema(),
         "NumberError": _number_error_schema(),
         "OptOutSummary": _summary_schema(),
         "OptOutStatus": _status_schema(),
@@ -462,6 +581,7 @@ def _number_result_schema() -> dict[str, Any]:
                 "description": "Check only: whether the number is on the opt-out list.",
             },
             "error": {"$ref": "#/definitions/NumberError"},
+            "details": {"$ref": "#/definitions/ProviderDetails"},
         },
     }
 
@@ -562,6 +682,7 @@ def _audit_operation_schema() -> dict[str, Any]:
                           "description": "The HTTP request's trace id or the queue message's correlationId."},
         "traceId": text("Trace id", "The HTTP request's W3C trace id."),
         "reason": text("Reason", "The reason the caller gave."),
+        "provider": text("Provider", "Who keeps the sender's list: acs or aws (null in records from before AWS)."),
         "numbers": {"type": "integer", "format": "int32", "minimum": 0, "x-ms-summary": "Numbers",
                     "description": "How many distinct numbers were sent to ACS."},
         "invalidInputs": {"type": "integer", "format": "int32", "minimum": 0, "x-ms-summary": "Invalid inputs",
@@ -674,6 +795,9 @@ def _audit_record_schema() -> dict[str, Any]:
                               "correlationId (1 to 128 of A-Z a-z 0-9 . _ : -), else its message id."),
         "traceId": text("Trace id", "The HTTP request's W3C trace id.", nullable=True),
         "reason": text("Reason", "The reason the caller gave.", nullable=True),
+        "provider": text("Provider", "Who keeps the sender's list: acs or aws (null in records from before AWS).",
+                         nullable=True),
+        "details": {**_provider_details_schema(), "x-nullable": True},
     }
     return {
         "type": "object",

@@ -6,6 +6,7 @@ these models live below both the use cases and the audit trail).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
@@ -37,6 +38,8 @@ class NumberResult:
     opted_out: bool | None = None
     error: NumberError | None = None
     upstream_status: int | None = None
+    #: The provider's own facts about the number (AWS: optedOutTimestamp, endUserOptedOut...).
+    details: Mapping[str, object] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"input": self.input, "phoneNumber": self.phone_number, "status": self.status}
@@ -44,6 +47,8 @@ class NumberResult:
             data["optedOut"] = self.opted_out
         if self.error is not None:
             data["error"] = {"code": self.error.code, "message": self.error.message}
+        if self.details:
+            data["details"] = dict(self.details)
         return data
 
 

@@ -174,7 +174,7 @@ class QueuedRequestProcessor:
         service: Callable[[], OptOutService],
         publisher: ResultPublisher,
         max_dequeue_count: int,
-        time_budget: float,
+        time_budget: float | Callable[[str], float],
         requests_queue: str = DEFAULT_REQUESTS_QUEUE,
     ) -> None:
         self._settings = settings
@@ -215,8 +215,14 @@ class QueuedRequestProcessor:
 
         try:
             audit = queue_context(self._requests_queue, command.correlation_id or message.id)
-            report = self._service().execute(command, time_budget=self._time_budget, audit=audit)
+            budget = self._time_budget(command.sender) if callable(self._time_budget) else self._time_budget
+            report = self._service().execute(command, time_budget=budget, audit=audit)
         except Problem as problem:
+            if problem.status == 413:
+                # Final: the same message cannot fit its budget on a redelivery either.
+                self._publisher.publish(_rejected(message, payload, problem))
+                _logger.warning("queue message %s rejected: %s", log_safe(message.id), problem.code)
+                return "rejected"
             return self._retry_or_fail(message, command, problem.code, problem.detail)
         except SettingsError as error:
             return self._retry_or_fail(message, command, "GatewayMisconfigured", str(error))

@@ -25,13 +25,20 @@ from optouts.domain.phone import (
 from optouts.domain.problems import Problem
 from optouts.domain.reports import NumberError, NumberResult, OperationReport
 from optouts.providers.base import (
+    ListingProvider,
+    OptOutPage,
     Provider,
     ProviderAuthenticationError,
     ProviderCredentialsError,
+    ProviderError,
+    ProviderInvalidContinuationError,
+    ProviderListingNotSupportedError,
     ProviderRejectedError,
+    ProviderRequestTooLargeError,
     ProviderTransientError,
     RecipientOutcome,
     RecipientResult,
+    provider_name,
 )
 
 _logger = logging.getLogger(__name__)
@@ -81,7 +88,8 @@ class OptOutService:
             # Write-ahead: every number is normalized and journalled before any reaches the provider.
             valid_numbers = list(_normalize_streaming(command, normalized))
             intent = trail.begin(command.action.value, command.sender, valid_numbers, audit, command.reason,
-                                 invalid_inputs=len(normalized) - len(valid_numbers))
+                                 invalid_inputs=len(normalized) - len(valid_numbers),
+                                 provider=provider_name(self._provider, command.sender))
         else:
             valid_numbers = _normalize_streaming(command, normalized)
         try:
@@ -118,12 +126,50 @@ class OptOutService:
                           f"{error.upstream} rejected the gateway's call") from None
         except ProviderCredentialsError as error:
             raise credentials_unavailable(error) from None
+        except ProviderRequestTooLargeError as error:
+            _logger.warning("%s refused up front: %s", command.action.value, error)
+            raise Problem(413, error.code, "Too many numbers for the provider's request rate", str(error)) from None
         except ProviderTransientError as error:
             _logger.warning("%s failed every %s call after retries (%s)", error.where or error.upstream,
                             command.action.value, error.code)
             raise Problem(503, error.code, "Upstream temporarily unavailable",
                           f"{error.upstream} is throttling or unavailable; retry later",
                           retry_after=error.retry_after or DEFAULT_RETRY_AFTER_SECONDS) from None
+
+    def list_opt_outs(self, sender: str, *, page_size: int, next_token: str | None,
+                      time_budget: float | None = None) -> OptOutPage:
+        """One page of every number on the sender's opt-out list, where its provider can list
+        (AWS); 501 where it cannot (ACS)."""
+        provider = self._provider
+        try:
+            if not isinstance(provider, ListingProvider):
+                raise ProviderListingNotSupportedError("the provider cannot list")
+            return provider.list_opted_out(sender, next_token=next_token, page_size=page_size,
+                                           time_budget=time_budget)
+        except ProviderListingNotSupportedError as error:
+            raise Problem(501, error.code, "Listing not supported for this sender",
+                          "this sender's opt-out list is kept by Azure Communication Services, which has no API "
+                          "that lists it; check numbers with POST /api/optouts/check instead") from None
+        except ProviderInvalidContinuationError as error:
+            raise Problem(400, error.code, "Invalid continuation token",
+                          "continuationToken must be passed exactly as the previous page's nextLink gave it",
+                          errors={"continuationToken": ["is not a token this list gave"]}) from None
+        except ProviderAuthenticationError as error:
+            _logger.error("%s rejected the gateway's credentials for a listing: %s", error.upstream, error)
+            raise Problem(502, error.code, "Upstream authentication failed",
+                          f"{error.upstream} rejected the gateway's credentials; an operator must check the "
+                          "configuration") from None
+        except ProviderRejectedError as error:
+            raise Problem(502, error.code, "Upstream rejected the request",
+                          f"{error.upstream} rejected the gateway's call") from None
+        except ProviderCredentialsError as error:
+            raise credentials_unavailable(error) from None
+        except ProviderTransientError as error:
+            raise Problem(503, error.code, "Upstream temporarily unavailable",
+                          f"{error.upstream} is throttling or unavailable; retry later",
+                          retry_after=error.retry_after or DEFAULT_RETRY_AFTER_SECONDS) from None
+        except ProviderError as error:
+            raise Problem(502, error.code, "Upstream failed", f"{error.upstream} failed the listing") from None
 
     def _log(self, report: OperationReport) -> None:
         summary = report.summary
@@ -140,7 +186,8 @@ def _outcomes(report: OperationReport) -> dict[str, NumberOutcome]:
     for result in report.results:
         if result.phone_number is not None and result.phone_number not in outcomes:
             outcomes[result.phone_number] = NumberOutcome(
-                result.status, result.upstream_status, result.error.code if result.error else None, result.opted_out)
+                result.status, result.upstream_status, result.error.code if result.error else None, result.opted_out,
+                result.details)
     return outcomes
 
 
@@ -176,7 +223,8 @@ def _merge(
         answer = next(answers)
         if answer.outcome is RecipientOutcome.SUCCEEDED:
             # The client reports is_opted_out for checks only.
-            results.append(NumberResult(raw, answer.to, "succeeded", answer.is_opted_out, None, answer.status_code))
+            results.append(NumberResult(raw, answer.to, "succeeded", answer.is_opted_out, None, answer.status_code,
+                                        answer.details))
         else:
             results.append(_from_unsuccessful_upstream(raw, answer))
     return results
@@ -187,7 +235,7 @@ def _from_unsuccessful_upstream(raw: str, answer: RecipientResult) -> NumberResu
     if answer.outcome is RecipientOutcome.REJECTED:
         status = "invalid" if answer.status_code == 400 else "failed"
         return NumberResult(raw, answer.to, status, error=NumberError(answer.error_code or REJECTED_CODE, message),
-                            upstream_status=answer.status_code)
+                            upstream_status=answer.status_code, details=answer.details)
     code = answer.error_code or (THROTTLED_CODE if answer.status_code == 429 else UNAVAILABLE_CODE)
     return NumberResult(raw, answer.to, "failed", error=NumberError(code, message, transient=True),
-                        upstream_status=answer.status_code)
+                        upstream_status=answer.status_code, details=answer.details)

@@ -128,4 +128,7 @@ def assert_problem(answer: Answer, status: int | None = None, code: str | None =
 
 
 def assert_no_server_error(answer: Answer) -> None:
+    # The one documented 5xx: listing an ACS sender's opt-out list, which ACS has no API for.
+    if answer.status == 501 and b'"code":"ListingNotSupported"' in answer.body.replace(b" ", b""):
+        return
     assert answer.status < 500, (answer.status, answer.body[:300])

@@ -14,13 +14,9 @@ from tests.infra.bicep import Expr
 AWS_SOURCE = (bicep.ROOT / "optouts" / "providers" / "aws" / "settings.py").read_text()
 READ_BY_CODE = set(re.findall(r'_(?:text|number|endpoint)\(\s*env,\s*"([A-Za-z0-9_]+)"', AWS_SOURCE))
 READ_BY_CODE |= set(RATE_SETTINGS.values()) | {"OPTOUT_AWS_SENDERS"}
-#: Local development and tuning only: endpoints point at the emulator; the rest have defaults.
-NOT_FOR_AZURE = {
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_PINPOINT_SMS_VOICE_V2", "AWS_ENDPOINT_URL_STS", "AWS_DEFAULT_REGION",
-    "KEY_VAULT_URL", "OPTOUT_AWS_ROLE_SESSION_NAME", "OPTOUT_AWS_SESSION_SECONDS", "OPTOUT_AWS_MAX_ATTEMPTS",
-    "OPTOUT_AWS_MAX_CONCURRENCY", "OPTOUT_AWS_SECRET_CACHE_SECONDS", "OPTOUT_AWS_LIST_CACHE_SECONDS",
-    "OPTOUT_AWS_QUEUE_TIME_BUDGET_SECONDS",
-}
+#: Local development only: endpoint overrides point at the emulator. (KEY_VAULT_URL is ACS's mode setting;
+#: OPTOUT_AWS_KEY_VAULT_URL is set instead.)
+NOT_FOR_AZURE = {"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_PINPOINT_SMS_VOICE_V2", "AWS_ENDPOINT_URL_STS", "KEY_VAULT_URL"}
 
 
 def common_settings() -> dict[str, object]:
@@ -46,6 +42,11 @@ def test_every_aws_setting_for_azure_is_set_from_a_parameter() -> None:
     missing = READ_BY_CODE - NOT_FOR_AZURE - set(common)
     assert not missing, f"read by the AWS provider but not set in infra: {sorted(missing)}"
     assert not NOT_FOR_AZURE & set(common) - {"KEY_VAULT_URL"}, "endpoint overrides are for the emulator only"
+    # Tuning settings carry the code's defaults.
+    defaults = AwsSettings.from_environ({})
+    assert common["OPTOUT_AWS_MAX_ATTEMPTS"] == str(defaults.max_attempts)
+    assert common["OPTOUT_AWS_QUEUE_TIME_BUDGET_SECONDS"] == f"{defaults.queue_time_budget_seconds:g}"
+    assert common["OPTOUT_AWS_ROLE_SESSION_NAME"] == defaults.role_session_name
 
 
 def environment(main_params: dict[str, str]) -> dict[str, str]:
@@ -53,7 +54,10 @@ def environment(main_params: dict[str, str]) -> dict[str, str]:
     common, passed = common_settings(), main_module_params()
     env: dict[str, str] = {}
     for name, value in common.items():
-        if not (name.startswith("OPTOUT_AWS_") or name == "AWS_REGION"):
+        if not (name.startswith("OPTOUT_AWS_") or name.startswith("AWS_")):
+            continue
+        if isinstance(value, str):
+            env[name] = value
             continue
         assert isinstance(value, Expr), name
         match = re.fullmatch(r"(?:string\()?(\w+)\)?", value.text)
@@ -66,7 +70,7 @@ def environment(main_params: dict[str, str]) -> dict[str, str]:
 
 def test_the_parameters_put_the_gateway_in_web_identity_mode() -> None:
     defaults = {p.name: p.value() for p in bicep.file("main.bicep").declarations("param")}
-    params = {name: value for name, value in defaults.items() if isinstance(value, str)}
+    params = {name: str(value) for name, value in defaults.items() if isinstance(value, str | int)}
     params.update({"awsSenders": "+18005550100=Marketing", "awsRegion": "eu-west-1",
                    "awsRoleArn": "arn:aws:iam::123456789012:role/sms-optout-gateway", "maximumInstanceCount": "10"})
     settings = AwsSettings.from_environ(environment(params))

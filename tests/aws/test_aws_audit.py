@@ -23,7 +23,7 @@ NUMBER = "+14255550180"
 
 
 @pytest.fixture
-def mixed(audit_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEmulator]:  # noqa: F811
+def mixed(audit_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEmulator]:
     with AwsEmulator(rates={}) as aws:
         aws.store.create_list(AWS_LIST)
         for name, value in {**aws.environ(), **FAST_RATES, "OPTOUT_AWS_SENDERS": f"{AWS_SENDER}={AWS_LIST}"}.items():
@@ -42,7 +42,7 @@ def history(sender: str, number: str) -> list[dict[str, object]]:
 
 
 def test_records_carry_the_provider_and_awss_facts(mixed: AwsEmulator, emulator: AcsEmulator,
-                                                  azurite: Azurite, audit_env: dict[str, str]) -> None:  # noqa: F811
+                                                  azurite: Azurite, audit_env: dict[str, str]) -> None:
     mixed.store.seed(AWS_LIST, [NUMBER], end_user=True, timestamp=1_700_000_000.0)
     on_aws = body_of(call("RemoveOptOuts", body={"sender": AWS_SENDER, "phoneNumbers": [NUMBER]}))
     on_acs = body_of(call("AddOptOuts", body={"sender": ACS_SENDER, "phoneNumbers": [NUMBER]}))
@@ -64,7 +64,7 @@ def test_records_carry_the_provider_and_awss_facts(mixed: AwsEmulator, emulator:
 
 
 def test_a_request_refused_for_awss_rate_is_recorded_as_failed(mixed: AwsEmulator, azurite: Azurite,
-                                                              audit_env: dict[str, str],  # noqa: F811
+                                                              audit_env: dict[str, str],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     # Two adds at one per 50 s cannot finish within the 30 s budget.
     monkeypatch.setenv("OPTOUT_AWS_RPS_PUT_OPTED_OUT_NUMBER", "0.02")

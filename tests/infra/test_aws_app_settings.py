@@ -54,7 +54,7 @@ def environment(main_params: dict[str, str]) -> dict[str, str]:
     common, passed = common_settings(), main_module_params()
     env: dict[str, str] = {}
     for name, value in common.items():
-        if not (name.startswith("OPTOUT_AWS_") or name.startswith("AWS_")):
+        if not name.startswith(("OPTOUT_AWS_", "AWS_")):
             continue
         if isinstance(value, str):
             env[name] = value

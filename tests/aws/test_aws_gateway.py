@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import pytest
 
@@ -87,8 +88,6 @@ def test_listing_pages_through_an_aws_list(deployment: Deployment) -> None:
     link = first["nextLink"]
     assert link.startswith("http://127.0.0.1:7071/api/optouts?")
     token = link.split("continuationToken=", 1)[1]
-    from urllib.parse import unquote
-
     second = body_of(call("ListOptOuts", method="GET", params={"sender": AWS_SENDER, "continuationToken": unquote(token)}))
     assert "nextLink" not in second
     assert sorted(e["phoneNumber"] for e in first["value"] + second["value"]) == numbers
@@ -127,3 +126,18 @@ def test_health_describes_the_aws_senders(deployment: Deployment) -> None:
     configuration = body_of(call("Health", method="GET"))["configuration"]
     assert configuration["aws"]["senders"] == {AWS_SENDER: AWS_LIST}
     assert AWS_SENDER in configuration["allowedSenders"]
+
+
+def test_the_single_check_route_serves_aws_senders(deployment: Deployment) -> None:
+    deployment.aws.store.seed(AWS_LIST, [NUMBER])
+    answer = call("GetOptOutStatus", method="GET", route_params={"phoneNumber": NUMBER},
+                  params={"sender": AWS_SENDER})
+    assert body_of(answer) == {"phoneNumber": NUMBER, "sender": AWS_SENDER, "optedOut": True}
+
+
+def test_startup_validation_names_a_broken_aws_setting(deployment: Deployment) -> None:
+    env = {"ACS_CONNECTION_STRING": deployment.acs.connection_string, "OPTOUT_DEFAULT_SENDER": ACS_SENDER,
+           "AWS_REGION": "us-east-1"}
+    assert runtime.settings_problems({**env, "OPTOUT_AWS_SENDERS": f"{AWS_SENDER}={AWS_LIST}"}) == []
+    problems = runtime.settings_problems({**env, "OPTOUT_AWS_SENDERS": f"{AWS_SENDER}=bad list"})
+    assert [problem.setting for problem in problems] == ["OPTOUT_AWS_SENDERS"]

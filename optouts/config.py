@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Self, TypeVar
 
 DEFAULT_REGION = "US"
 DEFAULT_MAX_NUMBERS = 10_000
@@ -45,8 +45,33 @@ class SettingsError(Exception):
         self.problem = problem
 
 
+class EnvironSettings:
+    """Settings read from app settings. `_read` collects every problem instead of stopping at the
+    first, so startup and readiness can list them all while a request sees the first."""
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """The settings, or a `SettingsError` for the first problem (`problems` lists them all)."""
+        reader = _Reader(os.environ if environ is None else environ)
+        settings = cls._read(reader)
+        if reader.problems:
+            raise reader.problems[0]
+        return settings
+
+    @classmethod
+    def problems(cls, environ: Mapping[str, str] | None = None) -> list[SettingsError]:
+        """Every problem of these settings, one per setting (startup, readiness)."""
+        reader = _Reader(os.environ if environ is None else environ)
+        cls._read(reader)
+        return reader.problems
+
+    @classmethod
+    def _read(cls, env: _Reader) -> Self:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class Settings:
+class Settings(EnvironSettings):
     """The gateway's own settings: senders, limits, the audit trail. How each provider is
     reached is its own settings' business (optouts/providers/acs/settings.py)."""
 
@@ -68,22 +93,6 @@ class Settings:
     #: WEBSITE_AUTH_ENABLED, set by App Service when its authentication runs in front of the
     #: app: only then are the X-MS-CLIENT-PRINCIPAL-* headers the platform's, not the caller's.
     app_service_auth: bool
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """The settings, or a `SettingsError` for the first problem (`problems` lists them all)."""
-        reader = _Reader(os.environ if environ is None else environ)
-        settings = cls._read(reader)
-        if reader.problems:
-            raise reader.problems[0]
-        return settings
-
-    @classmethod
-    def problems(cls, environ: Mapping[str, str] | None = None) -> list[SettingsError]:
-        """Every problem of the sender and limit settings, one per setting (startup, readiness)."""
-        reader = _Reader(os.environ if environ is None else environ)
-        cls._read(reader)
-        return reader.problems
 
     @classmethod
     def _read(cls, env: _Reader) -> Settings:
@@ -156,21 +165,13 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class AuditStorageSettings:
+class AuditStorageSettings(EnvironSettings):
     """Where the audit trail lives; all the indexer needs (it never reaches ACS)."""
 
     table: str
     container: str
     index_queue: str
     reconcile_seconds: float
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> AuditStorageSettings:
-        reader = _Reader(os.environ if environ is None else environ)
-        settings = cls._read(reader)
-        if reader.problems:
-            raise reader.problems[0]
-        return settings
 
     @classmethod
     def _read(cls, env: _Reader) -> AuditStorageSettings:

@@ -9,12 +9,10 @@ shown (`describe`). Reading never raises at import time; a missing or broken set
 from __future__ import annotations
 
 import enum
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 # Reused rather than repeated: one way to read a text, flag or number setting.
-from optouts.config import SettingsError, _flag, _number, _Reader, _text
+from optouts.config import EnvironSettings, _flag, _number, _Reader, _text
 
 DEFAULT_API_VERSION = "2026-01-23"
 DEFAULT_SECRET_CACHE_SECONDS = 300.0
@@ -28,7 +26,7 @@ class AuthMode(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class AcsSettings:
+class AcsSettings(EnvironSettings):
     auth_mode: AuthMode
     connection_string: str | None
     endpoint: str | None
@@ -38,22 +36,6 @@ class AcsSettings:
     api_version: str
     allow_insecure_bearer: bool
     allow_insecure_http: bool
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> AcsSettings:
-        """The settings, or a `SettingsError` for the first problem (`problems` lists them all)."""
-        reader = _Reader(os.environ if environ is None else environ)
-        settings = cls._read(reader)
-        if reader.problems:
-            raise reader.problems[0]
-        return settings
-
-    @classmethod
-    def problems(cls, environ: Mapping[str, str] | None = None) -> list[SettingsError]:
-        """Every problem of the ACS settings, one per setting (startup, readiness)."""
-        reader = _Reader(os.environ if environ is None else environ)
-        cls._read(reader)
-        return reader.problems
 
     @classmethod
     def _read(cls, env: _Reader) -> AcsSettings:

@@ -71,8 +71,10 @@ def test_rows_beyond_the_limit_are_refused_naming_the_first() -> None:
 
 
 def test_text_that_is_not_utf8_is_refused() -> None:
-    problem = refusal(b"phone\n+14255550100\n+1425\xff5550101\n")
-    assert problem.code == "InvalidEncoding"
+    problem = refusal(b"phone,name\n+14255550100,a\n+1425\xff5550101,b\n")
+    assert (problem.code, list(problem.errors)) == ("InvalidEncoding", ["row 3"])
+    # Other columns are never read, so a name in another encoding does not refuse the list.
+    assert read(b"phone,name\n+14255550100,Ren\xe9e\n") == ["+14255550100"]
 
 
 def test_an_empty_list_is_refused() -> None:

@@ -131,8 +131,6 @@ class NumberListReader:
                     return
         except csv.Error as error:
             self._error(f"row {row_number + 1}", "InvalidCsv", f"is not valid CSV ({str(error)[:100]})")
-        except UnicodeDecodeError:
-            self._error(f"row {row_number + 1}", "InvalidEncoding", "is not valid UTF-8")
 
     def _number_column(self, header: list[str]) -> int | None:
         if len(header) == 1 and any(d in header[0] for d in _OTHER_DELIMITERS):
@@ -158,7 +156,13 @@ class NumberListReader:
             self._error(where, "InvalidCsv", f"has {len(record)} fields and none under the header "
                                              f"{_quoted(header[column])}")
             return None
-        return self._checked_cell(record[column], where, "InvalidCsv")
+        cell = record[column]
+        try:
+            cell.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that were not UTF-8, kept as surrogates to name the row
+            self._error(where, "InvalidEncoding", "the phone number is not valid UTF-8")
+            return None
+        return self._checked_cell(cell, where, "InvalidCsv")
 
     def _checked_cell(self, cell: str, where: str, code: str) -> str | None:
         if "\ufeff" in cell or "\x00" in cell:
@@ -242,9 +246,10 @@ class _ChunkStream(io.RawIOBase):
 
 def _text_stream(chunks: Iterable[bytes]) -> io.TextIOWrapper:
     # utf-8-sig drops a leading byte-order mark, as Excel's "CSV UTF-8" writes one; newline=""
-    # leaves line endings to the csv module (RFC 4180: quoted fields may hold line breaks).
-    return io.TextIOWrapper(io.BufferedReader(_ChunkStream(chunks)), encoding="utf-8-sig", errors="strict",
-                            newline="")
+    # leaves line endings to the csv module (RFC 4180: quoted fields may hold line breaks); bytes
+    # that are not UTF-8 become surrogates, refused in the number's cell with its row number.
+    return io.TextIOWrapper(io.BufferedReader(_ChunkStream(chunks)), encoding="utf-8-sig",
+                            errors="surrogateescape", newline="")
 
 
 def _lines(chunks: Iterable[bytes], max_line: int) -> Iterator[bytes | None]:

@@ -35,7 +35,14 @@ import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
-from azure.storage.blob import BlobBlock, BlobSasPermissions, ContainerClient, generate_blob_sas
+from azure.storage.blob import (
+    BlobBlock,
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerClient,
+    ContentSettings,
+    generate_blob_sas,
+)
 from azure.storage.queue import QueueClient
 
 from optouts.audit.callers import AuditContext
@@ -322,8 +329,10 @@ class JobService:
                     patch["FinishedAt"] = now
                 if self._update(job, patch):
                     _logger.info("job %s cancelled", job_id)
-                    job = self.get(job_id)
-                    self._finish_if_done(job)
+                    try:
+                        self._finish_if_done(self.get(job_id))
+                    except RetryLater:
+                        pass  # the work items still running finish it
                     return self.get(job_id)
                 job = self.get(job_id)
         except AzureError as error:
@@ -360,8 +369,6 @@ class JobService:
                                         account_key=account_key, permission=BlobSasPermissions(read=True),
                                         expiry=expiry, start=now - timedelta(minutes=5))
             elif hasattr(credential, "get_token"):
-                from azure.storage.blob import BlobServiceClient  # noqa: PLC0415 - only this answer uses it
-
                 account_url = container.url.rsplit("/", 1)[0]
                 with BlobServiceClient(account_url, credential=credential) as service:
                     key = service.get_user_delegation_key(now - timedelta(minutes=5), expiry)
@@ -676,9 +683,7 @@ def _item_row(index: int) -> str:
     return f"item-{index:08d}"
 
 
-def _csv_content() -> Any:
-    from azure.storage.blob import ContentSettings  # noqa: PLC0415 - light; kept with its one use
-
+def _csv_content() -> ContentSettings:
     return ContentSettings(content_type="text/csv; charset=utf-8")
 
 

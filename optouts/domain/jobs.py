@@ -32,6 +32,8 @@ CANCELLED_CODE = "JobCancelled"
 CANCELLED_MESSAGE = "the job was cancelled before this number was processed"
 
 JOB_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+#: Most work items of one job: its `Counted` bitmap stays far below a Table property's 64 KiB.
+MAX_WORK_ITEMS = 100_000
 #: The version of every job message; a message of another version is dropped, logged.
 MESSAGE_VERSION = 1
 
@@ -74,7 +76,20 @@ class Job:
     #: The referenced blob (`blobUrl`), by name in the uploads container, and its format.
     input_blob: str | None = None
     input_format: str | None = None
+    #: A bit per work item, set once the item is counted (Table Storage keeps it as Edm.Binary).
+    counted: bytes = b""
     etag: str | None = None
+
+    def is_counted(self, index: int) -> bool:
+        byte = index // 8
+        return byte < len(self.counted) and bool(self.counted[byte] & (1 << (index % 8)))
+
+    def counted_with(self, index: int) -> bytes:
+        bits = bytearray(self.counted)
+        if len(bits) <= index // 8:
+            bits.extend(b"\0" * (index // 8 + 1 - len(bits)))
+        bits[index // 8] |= 1 << (index % 8)
+        return bytes(bits)
 
     @property
     def processed(self) -> int:

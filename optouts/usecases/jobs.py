@@ -9,11 +9,11 @@ Storage layout (the jobs container, table and queue of `JobSettings`):
   with its counts in the blob's metadata;
 - `{job}/report.csv`: a block blob whose blocks are the header and every part, staged by the work
   items and committed once, when the last one is counted;
-- table: the job entity (PartitionKey = job id, RowKey `job`) with the counters, and one entity
-  per counted work item (RowKey `item-{index}`) in the same partition. A work item is counted in
-  one entity-group transaction that creates its entity and updates the job's counters under the
-  job's ETag: a redelivered work item finds its entity and is never counted twice, and two work
-  items counted at once retry on 412.
+- table: the job entity (PartitionKey = job id, RowKey `job`) with the counters and `Counted`, a
+  bitmap of the work items counted. A work item is counted by one update that sets its bit and adds
+  its counts under the job's ETag: a redelivered work item finds its bit and is never counted
+  twice, and two work items counted at once retry on 412. (One entity, not an entity-group
+  transaction with a marker entity: Azurite ignores If-Match inside transactions, Azurite#1233.)
 
 Messages (never numbers): `ingest` (read a referenced blob into the input), `plan` (enqueue the
 work items a page at a time), `item` (one range).
@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient, UpdateMode
 from azure.storage.blob import (
     BlobBlock,
     BlobSasPermissions,
@@ -282,7 +282,9 @@ class JobService:
                    caller)
 
     def _store_input(self, job_id: str, cells: Iterator[str], action: str, sender: str) -> list[WorkItem]:
-        writer = _InputWriter(self._storage.container, f"{job_id}/{INPUT_BLOB}", self._item_size(sender, action))
+        # Never more than MAX_WORK_ITEMS items, whatever the provider's size, so the bitmap stays small.
+        size = max(self._item_size(sender, action), -(-self.settings.max_rows // model.MAX_WORK_ITEMS))
+        writer = _InputWriter(self._storage.container, f"{job_id}/{INPUT_BLOB}", size)
         for cell in cells:
             writer.add(cell)
         items = writer.commit(job_id)
@@ -509,7 +511,7 @@ class JobService:
         return rows
 
     def _item(self, job: Job, item: WorkItem, final: bool) -> None:
-        if self._counted(job.id, item.index):
+        if job.is_counted(item.index):
             self._finish_if_done(job)
             return
         part_name = f"{job.id}/parts/{item.index:08d}.csv"
@@ -579,48 +581,27 @@ class JobService:
         return report.results
 
     def _count(self, job: Job, item: WorkItem, counts: Mapping[str, int]) -> Job | None:
-        """Count the work item once; the job as counted, or None when it was counted before."""
+        """Count the work item once: its bit in the job's `Counted` bitmap and its counts, in one
+        update under the job's ETag. The job as counted, or None when it was counted before."""
         for attempt in range(COUNT_ATTEMPTS):
-            patch: dict[str, Any] = {"ItemsDone": job.items_done + 1}
+            if job.is_counted(item.index):
+                return None
+            patch: dict[str, Any] = {"ItemsDone": job.items_done + 1, "Counted": job.counted_with(item.index)}
             for status in model.STATUSES:
                 patch[_COUNT_PROPERTIES[status]] = job.counts.get(status, 0) + counts.get(status, 0)
             if job.state == model.QUEUED:
                 patch["State"] = model.RUNNING
             if job.started_at is None:
                 patch["StartedAt"] = self._clock()
-            entity_patch = {"PartitionKey": job.id, "RowKey": JOB_ROW, **patch}
-            marker = {"PartitionKey": job.id, "RowKey": _item_row(item.index),
-                      **{_COUNT_PROPERTIES[s]: counts.get(s, 0) for s in model.STATUSES}}
-            operations: list[Any] = [
-                ("create", marker),
-                ("update", entity_patch, {"mode": UpdateMode.MERGE, "etag": job.etag,
-                                          "match_condition": MatchConditions.IfNotModified}),
-            ]
-            try:
-                self._storage.table.submit_transaction(operations)
-            except TableTransactionError as error:
-                if error.status_code == 409 or error.error_code == "EntityAlreadyExists":
-                    return None
-                if error.status_code != 412:
-                    raise
-                time.sleep(random.uniform(0, min(0.2, 0.005 * (attempt + 1))))  # nosec B311 - jitter only
-                reloaded = self._load(job.id)
-                if reloaded is None:
-                    return None
-                job = reloaded
-                continue
-            # Read again for the ETag (and whatever other items counted meanwhile).
-            return self._load(job.id) or replace(
-                job, items_done=job.items_done + 1,
-                counts={s: job.counts.get(s, 0) + counts.get(s, 0) for s in model.STATUSES})
+            if self._update(job, patch):
+                # Read again for the ETag (and whatever other items counted meanwhile).
+                return self._load(job.id)
+            time.sleep(random.uniform(0, min(0.2, 0.005 * (attempt + 1))))  # nosec B311 - jitter only
+            reloaded = self._load(job.id)
+            if reloaded is None:
+                return None
+            job = reloaded
         raise RetryLater("the job's counters changed too often; counting again later")
-
-    def _counted(self, job_id: str, index: int) -> bool:
-        try:
-            self._storage.table.get_entity(job_id, _item_row(index), select=["RowKey"])
-        except ResourceNotFoundError:
-            return False
-        return True
 
     def _finish_if_done(self, job: Job) -> None:
         """Commit the report once every work item is counted (again, harmlessly, on a redelivery)."""
@@ -679,10 +660,6 @@ class JobService:
 _COUNT_PROPERTIES = {"succeeded": "Succeeded", "invalid": "Invalid", "failed": "Failed", "cancelled": "Cancelled"}
 
 
-def _item_row(index: int) -> str:
-    return f"item-{index:08d}"
-
-
 def _csv_content() -> ContentSettings:
     return ContentSettings(content_type="text/csv; charset=utf-8")
 
@@ -735,6 +712,7 @@ def _job(entity: Mapping[str, Any]) -> Job:
         items_total=optional_int("ItemsTotal"), items_done=int(entity.get("ItemsDone") or 0),
         started_at=optional_time("StartedAt"), finished_at=optional_time("FinishedAt"),
         report_ready=bool(entity.get("ReportReady")), error=orjson.loads(error) if error else None,
+        counted=bytes(entity.get("Counted") or b""),
         input_blob=entity.get("InputBlob"), input_format=entity.get("InputFormat"), etag=metadata.get("etag"),
     )
 

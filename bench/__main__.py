@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import audit_trail, aws_throughput, client_overhead, cold_start, js_sdk, jobs, queue_throughput
+from . import audit_trail, aws_throughput, client_overhead, cold_start, jobs, js_sdk, queue_throughput
 from .measure import Figure, machine, summarize
 
 HERE = Path(__file__).resolve().parent

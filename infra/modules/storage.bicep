@@ -29,6 +29,9 @@ param auditContainerName string
 @description('Queue that feeds the audit trail\'s indexer.')
 param auditIndexQueueName string
 
+@description('Blob container where Event Grid dead-letters SMS events the gateway could not take.')
+param eventDeadLetterContainerName string
+
 @description('Days deleted blobs and containers stay recoverable.')
 @minValue(1)
 param deleteRetentionDays int = 7
@@ -101,6 +104,15 @@ resource auditContainer 'Microsoft.Storage/storageAccounts/blobServices/containe
   }
 }
 
+// Dead-lettered SMSReceived events: an end user's STOP the function could not record in time.
+resource eventDeadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: eventDeadLetterContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -145,3 +157,4 @@ output queueNames array = [
 output auditContainerName string = auditContainer.name
 output auditTableName string = auditTable.name
 output resultsContainerName string = resultsContainer.name
+output eventDeadLetterContainerName string = eventDeadLetterContainer.name

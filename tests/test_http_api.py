@@ -95,7 +95,10 @@ def test_indexed_function_metadata() -> None:
     assert (queue_trigger.queue_name, queue_trigger.connection) == ("optout-requests", "AzureWebJobsStorage")
     index_trigger = functions["IndexAuditTrail"].get_trigger()  # type: ignore[attr-defined]
     assert (index_trigger.queue_name, index_trigger.connection) == ("optout-audit-index", "AzureWebJobsStorage")
-    assert set(functions) == set(expected) | {"ProcessOptOutRequest", "OpenApiDocument", "IndexAuditTrail"}
+    keyword_trigger = functions["RecordEndUserKeyword"].get_trigger()  # type: ignore[attr-defined]
+    assert keyword_trigger.get_binding_name() == "eventGridTrigger"
+    assert set(functions) == set(expected) | {"ProcessOptOutRequest", "OpenApiDocument", "IndexAuditTrail",
+                                              "RecordEndUserKeyword"}
 
 
 def test_remove_reports_every_number_in_order(gateway_env: AcsEmulator) -> None:

@@ -108,13 +108,15 @@ def main(argv: list[str] | None = None) -> None:
         host = stack.enter_context(LocalHost(app_dir=app_dir, app_module=args.app, port=args.port,
                                              function_keys=keys or None, master_key=master_key,
                                              settings=settings))
+        keyword_lines: list[str] = []
         if embedded_acs is not None:
-            notes += subscribe_keywords(embedded_acs, host, configured.get("OPTOUT_DEFAULT_SENDER") or EMULATOR_SENDER)
+            keyword_lines = subscribe_keywords(embedded_acs, host,
+                                               configured.get("OPTOUT_DEFAULT_SENDER") or EMULATOR_SENDER)
         stopping = threading.Event()
         # Before the banner: whoever reads it may signal at once.
         signal.signal(signal.SIGTERM, lambda *_: stopping.set())
         signal.signal(signal.SIGINT, lambda *_: stopping.set())
-        print(banner(host, notes, sender_lines(configured), storage_lines), flush=True)
+        print(banner(host, notes, sender_lines(configured), storage_lines, keyword_lines), flush=True)
         while not stopping.wait(0.5):
             pass
         print("Stopping...", flush=True)
@@ -129,8 +131,8 @@ def subscribe_keywords(emulator: AcsEmulator, host: LocalHost, sender: str) -> l
     try:
         emulator.subscribe(host.event_grid_url(KEYWORD_FUNCTION))
     except (ValueError, SubscriptionValidationFailed) as failed:
-        return [f"SMSReceived events not subscribed: {failed}"]
-    return ["SMSReceived events from the emulator go to the Event Grid webhook. An end user texts STOP:",
+        return [f"  (the emulator's SMSReceived events are not subscribed: {failed})"]
+    return ["An end user texts STOP (the emulator's SMSReceived event reaches RecordEndUserKeyword):",
             f"  curl -s -X POST '{emulator.endpoint}{INBOUND_SMS_PATH}' -H 'content-type: application/json' "
             f"-d '{{\"from\":\"+14255550100\",\"to\":\"{sender}\",\"message\":\"STOP\"}}'"]
 
@@ -167,7 +169,7 @@ def _create(create: object) -> None:
 
 
 def banner(host: LocalHost, notes: list[str], senders: list[str] | None = None,
-           storage: list[str] | None = None) -> str:
+           storage: list[str] | None = None, keywords: list[str] | None = None) -> str:
     key_name, key = next(iter(host.function_keys.items()))
     prefix = f"{host.base_url}/{host.config.route_prefix}" if host.config and host.config.route_prefix else host.base_url
     lines = ["", "Functions:"]
@@ -191,6 +193,7 @@ def banner(host: LocalHost, notes: list[str], senders: list[str] | None = None,
                      "-H 'content-type: application/json' -d '{\"phoneNumbers\":[\"+14255550100\"]}'")
     elif host.http_functions:
         lines.append(f"  curl -s '{prefix}/{host.http_functions[0].route.template}' -H 'x-functions-key: {key}'")
+    lines += keywords or []
     lines += ["", "Press Ctrl+C to stop."]
     return "\n".join(lines)
 

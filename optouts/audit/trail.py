@@ -629,7 +629,11 @@ class AuditTrail:
                 storage.put_blob(blob_name(intent.operation_id, INTENT_BLOB), orjson.dumps(intent.to_json()),
                                  overwrite=False)
             except ResourceExistsError:
-                pass  # delivered before: the first delivery's intent stands, and the rest is redone
+                # Delivered before: the first delivery's intent stands. Once it is indexed there is nothing
+                # left to do (and nothing is indexed twice); else the rest is redone.
+                marker = load_json(storage, blob_name(intent.operation_id, INDEX_BLOB))
+                if marker is not None and marker.get("outcome") == "recorded":
+                    return AuditReceipt("accepted", intent.operation_id, intent.accepted_at, outcome_recorded=True)
             # Its time is the SMS's, not this delivery's: every delivery writes the same outcome.
             storage.put_blob(blob_name(intent.operation_id, OUTCOME_BLOB),
                              orjson.dumps(outcome.to_json(intent.operation_id)), overwrite=True)

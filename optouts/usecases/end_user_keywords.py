@@ -24,7 +24,7 @@ from typing import Any
 
 from optouts.audit.trail import AuditReceipt, AuditTrail, EndUserChange
 from optouts.config import comparable_sender, sender_problem
-from optouts.domain.keywords import MAX_KEYWORD_MESSAGE_CHARS, match_keyword
+from optouts.domain.keywords import match_keyword
 from optouts.domain.phone import is_e164, mask
 
 _logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class EndUserKeywords:
         message = data.get("message")
         if not isinstance(message, str) or len(message) > MAX_MESSAGE_CHARS:
             raise MalformedSmsEvent("data.message is not a string of at most 64 KiB")
-        keyword = match_keyword(message) if len(message) <= MAX_KEYWORD_MESSAGE_CHARS else None
+        keyword = match_keyword(message)  # bounded: a message longer than any keyword is not read
         if keyword is None:
             return KeywordResult("not-a-keyword")
         change = EndUserChange(

@@ -682,7 +682,8 @@ def _audit_operation_schema() -> dict[str, Any]:
                    "description": "What was asked of ACS."},
         "sender": {"type": "string", "x-ms-summary": "Sender", "description": "The sender whose list it was."},
         "channel": {"type": "string", "enum": ["http", "queue", "keyword"], "x-ms-summary": "Channel",
-                    "description": "How the request arrived: http, queue, or keyword (the person texted STOP, START...)."},
+                    "description": "How the request arrived: http, queue, or keyword (the person texted STOP, "
+                                   "START...)."},
         "endUser": {"type": "boolean", "x-ms-summary": "By the person",
                     "description": "True when the person made the change themselves by texting a keyword."},
         **_caller_properties(),
@@ -798,7 +799,8 @@ def _audit_record_schema() -> dict[str, Any]:
                      "description": "Check only: whether the number was on the opt-out list."},
         **_caller_properties(),
         "channel": {"type": "string", "enum": ["http", "queue", "keyword"], "x-ms-summary": "Channel",
-                    "description": "How the request arrived: http, queue, or keyword (the person texted STOP, START...)."},
+                    "description": "How the request arrived: http, queue, or keyword (the person texted STOP, "
+                                   "START...)."},
         "endUser": {"type": "boolean", "x-ms-summary": "By the person",
                     "description": "True when the person made the change themselves by texting a keyword."},
         "correlationId": text("Correlation id", "The trace id of the HTTP request or the queue message's "

@@ -65,6 +65,15 @@ class EndUserKeywords:
         self._trail = trail
 
     def handle(self, event: InboundEvent) -> KeywordResult:
+        try:
+            return self._handle(event)
+        except MalformedSmsEvent as malformed:
+            # The text names the field, never its value.
+            _logger.warning("end-user keywords: a malformed SMSReceived event (%s) was refused; Event Grid will "
+                            "deliver it again, then dead-letter it", malformed)
+            raise
+
+    def _handle(self, event: InboundEvent) -> KeywordResult:
         if event.event_type != SMS_RECEIVED:
             # A subscription filtered to SMSReceived sends nothing else; delivery reports and the like
             # are not this function's, and are acknowledged as such.

@@ -125,7 +125,7 @@ def _envelope_problem(event: Any) -> str | None:
     if "specversion" in event:
         if event["specversion"] != "1.0":
             return "specversion is not 1.0"
-        required = _CLOUD_EVENT_FIELDS
+        required: tuple[str, ...] = _CLOUD_EVENT_FIELDS
     else:
         required = _EVENT_GRID_FIELDS
         if "data" not in event:

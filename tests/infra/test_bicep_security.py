@@ -64,6 +64,8 @@ def test_storage_refuses_shared_keys_public_blobs_and_old_tls() -> None:
     assert props["minimumTlsVersion"] == "TLS1_2"
     assert props["supportsHttpsTrafficOnly"] is True
     for container in bicep.all_resources("Microsoft.Storage/storageAccounts/blobServices/containers"):
+        if container.is_existing:  # a reference (a role's scope) deploys nothing
+            continue
         assert dig(container.value(), "properties", "publicAccess") == "None", container.name
 
 

@@ -6,6 +6,7 @@ Kept deliberately thin and light to import; the logic lives in `optouts`.
 import azure.functions as func
 
 from blueprints.audit_api import blueprint as audit_api
+from blueprints.eventgrid_api import blueprint as eventgrid_api
 from blueprints.http_api import blueprint as http_api
 from blueprints.jobs_api import blueprint as jobs_api
 from blueprints.openapi_api import blueprint as openapi_api
@@ -22,3 +23,4 @@ app.register_functions(queue_api)
 app.register_functions(openapi_api)
 app.register_functions(audit_api)
 app.register_functions(jobs_api)
+app.register_functions(eventgrid_api)

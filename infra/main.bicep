@@ -106,6 +106,13 @@ param authClientId string = ''
 @description('Comma-separated client ids of the applications allowed to call (connector registration, services); empty allows any with a token for the gateway.')
 param authAllowedApplications string = ''
 
+@description('Subscribe the gateway\'s RecordEndUserKeyword function to ACS\'s SMSReceived events. Event Grid checks that the function exists, so turn it on once the code is deployed (docs/end-user-keywords.md): azd env set SMS_EVENTS_SUBSCRIPTION true && azd provision.')
+param smsEventsSubscription bool = false
+
+@description('Schema the SMSReceived events are delivered in; the function reads both.')
+@allowed(['EventGridSchema', 'CloudEventSchemaV1_0'])
+param smsEventsSchema string = 'EventGridSchema'
+
 @description('IPs or CIDR ranges of proxies in front of the gateway whose X-Forwarded-Host/-Proto are believed (OPTOUT_TRUSTED_FORWARDERS); empty believes none.')
 param trustedForwarders string = ''
 
@@ -121,6 +128,7 @@ var jobsTableName = 'optoutjobs'
 var jobsContainerName = 'optout-jobs'
 var uploadsContainerName = 'optout-uploads'
 var deploymentContainerName = 'app-package'
+var eventDeadLetterContainerName = 'optout-events-deadletter'
 var acsSecretName = 'acs-connection-string'
 
 var usesKeyVault = acsAuthMode != 'managed-identity'
@@ -141,6 +149,7 @@ var names = {
   communication: 'acs-optout-${token}'
   plan: 'plan-optout-${token}'
   functionApp: 'func-optout-${token}'
+  smsEventsTopic: 'evgt-optout-${token}'
 }
 
 module identity 'modules/identity.bicep' = {
@@ -179,6 +188,7 @@ module storage 'modules/storage.bicep' = {
     jobsTableName: jobsTableName
     jobsContainerName: jobsContainerName
     uploadsContainerName: uploadsContainerName
+    eventDeadLetterContainerName: eventDeadLetterContainerName
   }
 }
 
@@ -331,6 +341,41 @@ module functionApp 'modules/function-app.bicep' = {
   ]
 }
 
+// End-user keywords: ACS's SMS events reach the RecordEndUserKeyword function through the
+// resource's system topic; what cannot be delivered is dead-lettered to storage.
+module smsEventsTopic 'modules/sms-events-topic.bicep' = {
+  name: 'sms-events-topic'
+  params: {
+    name: names.smsEventsTopic
+    tags: tags
+    communicationServiceId: communication.outputs.id
+  }
+}
+
+module deadLetterAccess 'modules/roles/dead-letter-access.bicep' = {
+  name: 'dead-letter-access'
+  params: {
+    storageAccountName: storage.outputs.name
+    containerName: storage.outputs.eventDeadLetterContainerName
+    principals: [{ principalId: smsEventsTopic.outputs.principalId, principalType: 'ServicePrincipal' }]
+  }
+}
+
+module smsEventsSubscriptionToFunction 'modules/sms-events-subscription.bicep' = if (smsEventsSubscription) {
+  name: 'sms-events-subscription'
+  params: {
+    systemTopicName: smsEventsTopic.outputs.name
+    functionAppId: functionApp.outputs.id
+    storageAccountId: storage.outputs.id
+    deadLetterContainerName: storage.outputs.eventDeadLetterContainerName
+    eventDeliverySchema: smsEventsSchema
+  }
+  // The topic's identity must be able to write dead letters before any event is delivered.
+  dependsOn: [
+    deadLetterAccess
+  ]
+}
+
 // Outputs become azd environment values. None of them is a secret.
 output AZURE_LOCATION string = location
 output AZURE_RESOURCE_GROUP string = resourceGroup().name
@@ -345,3 +390,5 @@ output OPTOUT_RESULTS_QUEUE string = resultsQueueName
 output OPTOUT_POISON_QUEUE string = '${requestsQueueName}-poison'
 output OPTOUT_RESULTS_CONTAINER string = resultsContainerName
 output ACS_AUTH_MODE string = acsAuthMode
+output SMS_EVENTS_TOPIC string = smsEventsTopic.outputs.name
+output SMS_EVENTS_DEADLETTER_CONTAINER string = eventDeadLetterContainerName

@@ -184,6 +184,8 @@ class AuditStorageSettings(EnvironSettings):
     container: str
     index_queue: str
     reconcile_seconds: float
+    #: Why changes are not journalled (OPTOUT_AUDIT_WRITES=false, no storage), or None.
+    writes_disabled_reason: str | None = None
 
     @classmethod
     def _read(cls, env: _Reader) -> AuditStorageSettings:
@@ -204,7 +206,18 @@ class AuditStorageSettings(EnvironSettings):
             container=names["OPTOUT_AUDIT_CONTAINER"],
             index_queue=names["OPTOUT_AUDIT_INDEX_QUEUE"],
             reconcile_seconds=reconcile,
+            writes_disabled_reason=_writes_disabled_reason(env),
         )
+
+
+def _writes_disabled_reason(env: _Reader) -> str | None:
+    # Read leniently: a broken OPTOUT_AUDIT_WRITES is the gateway's settings problem to report
+    # (Settings), and must not stop the functions that only need the trail's storage.
+    if (_text(env, "OPTOUT_AUDIT_WRITES") or "").lower() in {"0", "false", "no"}:
+        return "OPTOUT_AUDIT_WRITES is false"
+    if not storage_configured(STORAGE_CONNECTION, env.mapping):
+        return f"{STORAGE_CONNECTION} is not configured"
+    return None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from optouts.config import (
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from optouts.providers.acs.client import OptOutsClient
     from optouts.providers.base import Provider
     from optouts.readiness import ReadinessProbe
+    from optouts.usecases.end_user_keywords import EndUserKeywords
     from optouts.usecases.jobs import JobService
     from optouts.usecases.queued_requests import QueuedRequestProcessor
     from optouts.usecases.service import OptOutService
@@ -54,6 +56,7 @@ _audit_trail: AuditTrail | None = None
 _audit_indexer: AuditIndexer | None = None
 _readiness: ReadinessProbe | None = None
 _jobs: JobService | None = None
+_keywords: EndUserKeywords | None = None
 _telemetry: str | None = None
 
 
@@ -250,6 +253,35 @@ def get_audit_indexer() -> AuditIndexer:
                 storage = storage_for(container=settings.container, table=settings.table, queue=settings.index_queue)
                 _audit_indexer = AuditIndexer(storage, reconcile_delay=settings.reconcile_seconds)
     return _audit_indexer
+
+
+def get_end_user_keywords() -> EndUserKeywords:
+    """The SMSReceived handler. Its own settings only (the audit trail's), like the indexer: a
+    broken ACS setting must not keep an end user's STOP from being recorded."""
+    global _keywords
+    if _keywords is None:
+        settings = AuditStorageSettings.from_environ()
+        with _lock:
+            if _keywords is None:
+                from optouts.audit.trail import AuditTrail, storage_for
+                from optouts.usecases.end_user_keywords import EndUserKeywords
+
+                storage = storage_for(container=settings.container, table=settings.table, queue=settings.index_queue)
+                _keywords = EndUserKeywords(AuditTrail(storage, disabled_reason=settings.writes_disabled_reason))
+    return _keywords
+
+
+def handle_sms_event(event_id: object, event_type: object, data: object, event_time: object,
+                     schema: str) -> str:
+    """Record an end user's keyword from one SMSReceived event (either schema); what was done.
+    Raises when the event must be delivered again (a malformed event, or a record that could not
+    be written)."""
+    from optouts.usecases.end_user_keywords import InboundEvent
+
+    event = InboundEvent(event_id if isinstance(event_id, str) else "",
+                         event_type if isinstance(event_type, str) else "", data,
+                         event_time if isinstance(event_time, datetime) else None, schema)
+    return get_end_user_keywords().handle(event).outcome
 
 
 def _audit_storage(settings: Settings) -> AuditStorage:
@@ -502,7 +534,7 @@ def build_acs_client(settings: Settings, acs: AcsSettings) -> OptOutsClient:
 def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
     global _settings, _acs_settings, _aws_settings, _service, _processor, _audit_trail, _audit_indexer, _readiness
-    global _jobs
+    global _jobs, _keywords
     with _lock:
         service, _service, _settings, _acs_settings, _processor = _service, None, None, None, None
         _aws_settings = None
@@ -510,6 +542,7 @@ def reset() -> None:
         audit_trail, _audit_trail = _audit_trail, None
         indexer, _audit_indexer = _audit_indexer, None
         jobs, _jobs = _jobs, None
+        keywords, _keywords = _keywords, None
     if jobs is not None:
         jobs.close()
     if service is not None:
@@ -518,3 +551,5 @@ def reset() -> None:
         audit_trail.close()
     if indexer is not None:
         indexer.close()
+    if keywords is not None:
+        keywords.close()

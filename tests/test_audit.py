@@ -177,7 +177,7 @@ def test_a_change_is_journalled_before_the_answer_and_indexed_per_number(
         "phoneNumber": NUMBER, "outcome": "succeeded", "upstreamStatus": 200, "errorCode": None, "optedOut": None,
         "caller": "function-key", "callerId": None, "callerVerified": False, "claimedCaller": None,
         "claimedCallerId": None, "channel": "http", "correlationId": trace_id, "traceId": trace_id,
-        "reason": "customer re-subscribed, ticket 4711", "provider": "acs", "details": None,
+        "reason": "customer re-subscribed, ticket 4711", "provider": "acs", "details": None, "endUser": False,
     }
     assert trace_id.startswith(f"00-{'a' * 32}-")
     assert entry["occurredAt"][:23] == receipt["acceptedAt"][:23]
@@ -187,7 +187,7 @@ def test_a_change_is_journalled_before_the_answer_and_indexed_per_number(
         **record, "operationId": operation_id, "action": "remove", "sender": SENDER, "channel": "http",
         "caller": "function-key", "numbers": 2, "invalidInputs": 1, "outcome": "recorded", "errorCode": None,
         "counts": {"succeeded": 2, "invalid": 0, "failed": 0, "unknown": 0},
-        "reason": "customer re-subscribed, ticket 4711", "correlationId": trace_id,
+        "reason": "customer re-subscribed, ticket 4711", "correlationId": trace_id, "endUser": False,
     }
     assert record["indexing"]["state"] == "indexed" and record["indexing"]["indexedNumbers"] == 2
     assert record["acceptedAt"] <= record["completedAt"]

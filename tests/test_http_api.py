@@ -101,8 +101,10 @@ def test_indexed_function_metadata() -> None:
     assert (index_trigger.queue_name, index_trigger.connection) == ("optout-audit-index", "AzureWebJobsStorage")
     job_trigger = functions["ProcessJobMessage"].get_trigger()  # type: ignore[attr-defined]
     assert (job_trigger.queue_name, job_trigger.connection) == ("optout-jobs", "AzureWebJobsStorage")
+    keyword_trigger = functions["RecordEndUserKeyword"].get_trigger()  # type: ignore[attr-defined]
+    assert keyword_trigger.get_binding_name() == "eventGridTrigger"
     assert set(functions) == set(expected) | {"ProcessOptOutRequest", "OpenApiDocument", "IndexAuditTrail",
-                                              "ProcessJobMessage"}
+                                              "ProcessJobMessage", "RecordEndUserKeyword"}
 
 
 def test_remove_reports_every_number_in_order(gateway_env: AcsEmulator) -> None:

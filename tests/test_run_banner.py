@@ -67,6 +67,22 @@ def test_make_run_banner_has_everything_a_first_run_needs(tmp_path: Path) -> Non
         with urllib.request.urlopen(ready, timeout=30) as answer:
             assert json.loads(answer.read())["status"] == "ready"
 
+        # The end-user keyword loop, as printed: the emulator applies STOP and the event reaches the audit trail.
+        sms_curl = next(line for line in lines if "/emulator/sms:receive" in line)
+        sms_url, sms_body = sms_curl.split("'")[1], sms_curl.split("-d '", 1)[1].rsplit("'", 1)[0]
+        request = urllib.request.Request(sms_url, data=sms_body.encode(), headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            sent = json.loads(answer.read())
+        assert (sent["keyword"], sent["optedOut"], sent["delivered"]) == ("STOP", True, True)
+        history_url = url.replace("/optouts/check", "/optouts/%2B14255550100/history")
+        records: list[dict] = []
+        while time.monotonic() < deadline + WAIT_SECONDS and not records:
+            with urllib.request.urlopen(urllib.request.Request(history_url, headers={"x-functions-key": "banner-key"}),
+                                        timeout=30) as answer:
+                records = json.loads(answer.read())["value"]
+            time.sleep(0.2)
+        assert [(r["channel"], r["endUser"], r["action"]) for r in records] == [("keyword", True, "add")]
+
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

@@ -8,7 +8,8 @@ import signal
 import threading
 
 from .faults import FaultConfig
-from .server import SUPPORTED_API_VERSIONS, AcsEmulator
+from .inbound import SubscriptionValidationFailed
+from .server import INBOUND_SMS_PATH, SUPPORTED_API_VERSIONS, AcsEmulator
 
 
 def _is_loopback(host: str) -> bool:
@@ -34,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"an accepted api-version (repeatable; default: {', '.join(SUPPORTED_API_VERSIONS)})")
     parser.add_argument("--clock-skew-seconds", type=float, default=300.0)
     parser.add_argument("--state-file", help="persist the opt-out lists to this JSON file")
+    parser.add_argument("--event-webhook", help="deliver SMSReceived events (POST /emulator/sms:receive) to this "
+                                                "Event Grid webhook URL, e.g. http://127.0.0.1:7071/runtime/webhooks/"
+                                                "eventgrid?functionName=RecordEndUserKeyword&code=KEY")
+    parser.add_argument("--event-schema", choices=["eventgrid", "cloudevents"], default="eventgrid",
+                        help="the events' schema (default: eventgrid)")
     faults = parser.add_argument_group("fault injection")
     faults.add_argument("--latency-ms", type=float, default=0.0, help="added to every call")
     faults.add_argument("--latency-spike-rate", type=float, default=0.0)
@@ -92,6 +98,14 @@ def main(argv: list[str] | None = None) -> None:
         # Scripts read these two lines (bench/processes.py): keep their order and format.
         print(f"ACS emulator listening on {emulator.endpoint}", flush=True)
         print(f"ACS_CONNECTION_STRING={emulator.connection_string}", flush=True)
+        if args.event_webhook:
+            try:
+                emulator.subscribe(args.event_webhook, args.event_schema)
+            except (ValueError, SubscriptionValidationFailed) as failed:
+                print(f"SMSReceived events not subscribed: {failed}", flush=True)
+            else:
+                print(f"SMSReceived events ({args.event_schema} schema) go to the webhook; send one with "
+                      f"POST {emulator.endpoint}{INBOUND_SMS_PATH}", flush=True)
         while not stopping.wait(0.5):
             pass
     print("ACS emulator stopped", flush=True)

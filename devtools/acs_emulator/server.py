@@ -26,9 +26,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from devtools.azure_standins.certificate import LocalCertificate
+from optouts.domain.keywords import KeywordEffect, match_keyword
 
 from . import auth
 from .faults import RECIPIENT_ERROR_MESSAGES, FaultConfig, FaultDice
+from .inbound import EventSubscription, sms_received_data
 from .stats import OPERATIONS, CallStats
 from .store import OptOutStore
 
@@ -42,6 +44,10 @@ E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 SENDER = re.compile(r"^(?:\+[1-9][0-9]{6,14}|[0-9]{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11})$")
 VALIDATION_TYPE = "https://tools.ietf.org/html/rfc9110#section-15.5.1"
 OPERATION_PREFIX = "/sms/optouts:"
+#: The emulator's own route (not ACS's): an end user's SMS to one of the resource's numbers.
+INBOUND_SMS_PATH = "/emulator/sms:receive"
+#: ACS delivers messages of a few thousand characters; the route takes no more.
+MAX_INBOUND_MESSAGE_CHARS = 4096
 #: Echoed only when it is a plain token (a uuid, as the SDKs send): never a header injection.
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
@@ -98,6 +104,8 @@ class AcsEmulator:
         #: With `tls`, a throwaway self-signed certificate for 127.0.0.1; clients trust
         #: `certificate.ca_bundle` (REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS).
         self.certificate: LocalCertificate | None = LocalCertificate(host) if tls else None
+        #: Where SMSReceived events go (`subscribe`), as an Event Grid subscription would send them.
+        self.event_subscription: EventSubscription | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -182,6 +190,36 @@ class AcsEmulator:
     def seed_opt_outs(self, sender: str, numbers: Iterable[str]) -> None:
         self._store.add(sender, numbers)
 
+    def subscribe(self, url: str, schema: str = "eventgrid") -> EventSubscription:
+        """Deliver SMSReceived events to `url` (an Event Grid webhook), after the schema's validation
+        handshake, as Event Grid does when the subscription is created."""
+        subscription = EventSubscription(url, schema)
+        subscription.validate()
+        self.event_subscription = subscription
+        return subscription
+
+    def receive_sms(self, end_user: str, sender: str, message: str) -> dict[str, Any]:
+        """An end user's SMS to `sender`: ACS's automatic keyword handling on this emulator's lists,
+        then the SMSReceived event to the subscription. What happened, as the inbound route answers."""
+        keyword = match_keyword(message)
+        if keyword is not None:
+            if keyword.effect is KeywordEffect.OPT_OUT:
+                self._store.add(sender, [end_user])
+            else:
+                self._store.remove(sender, [end_user])
+        data = sms_received_data(sender, end_user, message)
+        subscription = self.event_subscription
+        delivery = subscription.deliver(data) if subscription is not None else None
+        return {
+            "messageId": data["messageId"],
+            "keyword": keyword.word if keyword else None,
+            "optedOut": self._store.contains(sender, [end_user])[0],
+            "subscribed": subscription is not None,
+            "delivered": delivery is not None and delivery.status is not None and 200 <= delivery.status < 300,
+            "webhookStatus": delivery.status if delivery else None,
+            "attempts": delivery.attempts if delivery else 0,
+        }
+
     @property
     def stats(self) -> dict[str, Any]:
         return self._stats.snapshot()
@@ -193,6 +231,8 @@ class AcsEmulator:
 
     def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Answer:
         url = urlsplit(target)
+        if url.path == INBOUND_SMS_PATH:
+            return self._inbound(method, body)
         operation = url.path[len(OPERATION_PREFIX):] if url.path.startswith(OPERATION_PREFIX) else None
         if operation not in OPERATIONS:
             return _error(404, "NotFound", "no resource at this path")
@@ -214,6 +254,27 @@ class AcsEmulator:
         except auth.Denied as denied:
             return _error(401, "Denied", str(denied))
         return self._faulted(operation) or self._process(operation, body)
+
+    def _inbound(self, method: str, body: bytes) -> Answer:
+        """`POST /emulator/sms:receive` `{"from": end user, "to": the resource's number, "message": text}`.
+        The emulator's own development route, unauthenticated like the rest of a loopback-only tool."""
+        if method != "POST":
+            return _error(405, "MethodNotAllowed", "use POST", {"Allow": "POST"})
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return _validation_error("$", "the request body is not valid JSON")
+        if not isinstance(payload, dict):
+            return _validation_error("$", "the request body must be an object")
+        end_user, sender, message = payload.get("from"), payload.get("to"), payload.get("message")
+        if not isinstance(end_user, str) or not E164.match(end_user):
+            return _validation_error("From", "must be the end user's number in E.164")
+        if not isinstance(sender, str) or not SENDER.match(sender) or (
+                self.owned_senders is not None and sender not in self.owned_senders):
+            return _validation_error("To", "must be a number this resource owns")
+        if not isinstance(message, str) or len(message) > MAX_INBOUND_MESSAGE_CHARS:
+            return _validation_error("Message", f"must be a string of at most {MAX_INBOUND_MESSAGE_CHARS} characters")
+        return 200, {}, self.receive_sms(end_user, sender, message)
 
     def _faulted(self, operation: str) -> Answer | None:
         drawn = self._dice.draw_call()

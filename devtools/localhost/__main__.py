@@ -22,6 +22,9 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
+from devtools.acs_emulator import AcsEmulator
+from devtools.acs_emulator.inbound import SubscriptionValidationFailed
+from devtools.acs_emulator.server import INBOUND_SMS_PATH
 from devtools.aws_emulator.embedded import embed_if_needed
 from optouts.config import JobSettings, QueueSettings, SettingsError
 
@@ -30,6 +33,8 @@ from .host import LocalHost
 ACS_SETTINGS = ("ACS_CONNECTION_STRING", "ACS_ENDPOINT", "KEY_VAULT_URL")
 EMULATOR_SENDER = "+18005550100"
 DEVELOPMENT_STORAGE = "usedevelopmentstorage=true"
+#: The function that records an end user's keyword (blueprints/eventgrid_api.py).
+KEYWORD_FUNCTION = "RecordEndUserKeyword"
 
 
 def load_local_settings(path: Path) -> dict[str, str]:
@@ -74,11 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     notes: list[str] = []
 
     with ExitStack() as stack:
+        embedded_acs = None
         configured = {**settings, **os.environ}
         if not any(configured.get(name, "").strip() for name in ACS_SETTINGS):
-            from devtools.acs_emulator import AcsEmulator
-
-            emulator = stack.enter_context(AcsEmulator())
+            emulator = embedded_acs = stack.enter_context(AcsEmulator())
             settings["ACS_CONNECTION_STRING"] = emulator.connection_string
             settings.setdefault("OPTOUT_DEFAULT_SENDER", configured.get("OPTOUT_DEFAULT_SENDER") or EMULATOR_SENDER)
             notes.append(f"ACS emulator embedded at {emulator.endpoint} (no ACS setting was configured)")
@@ -104,15 +108,33 @@ def main(argv: list[str] | None = None) -> None:
         host = stack.enter_context(LocalHost(app_dir=app_dir, app_module=args.app, port=args.port,
                                              function_keys=keys or None, master_key=master_key,
                                              settings=settings))
+        keyword_lines: list[str] = []
+        if embedded_acs is not None:
+            keyword_lines = subscribe_keywords(embedded_acs, host,
+                                               configured.get("OPTOUT_DEFAULT_SENDER") or EMULATOR_SENDER)
         stopping = threading.Event()
         # Before the banner: whoever reads it may signal at once.
         signal.signal(signal.SIGTERM, lambda *_: stopping.set())
         signal.signal(signal.SIGINT, lambda *_: stopping.set())
-        print(banner(host, notes, sender_lines(configured), storage_lines), flush=True)
+        print(banner(host, notes, sender_lines(configured), storage_lines, keyword_lines), flush=True)
         while not stopping.wait(0.5):
             pass
         print("Stopping...", flush=True)
     print("Stopped.", flush=True)
+
+
+def subscribe_keywords(emulator: AcsEmulator, host: LocalHost, sender: str) -> list[str]:
+    """The embedded emulator's SMSReceived events to the host's Event Grid webhook, as the system
+    topic's subscription does in Azure: the end user's STOP reaches the audit trail."""
+    if not any(f.name == KEYWORD_FUNCTION for f in host.event_grid_functions):
+        return []
+    try:
+        emulator.subscribe(host.event_grid_url(KEYWORD_FUNCTION))
+    except (ValueError, SubscriptionValidationFailed) as failed:
+        return [f"  (the emulator's SMSReceived events are not subscribed: {failed})"]
+    return ["An end user texts STOP (the emulator's SMSReceived event reaches RecordEndUserKeyword):",
+            f"  curl -s -X POST '{emulator.endpoint}{INBOUND_SMS_PATH}' -H 'content-type: application/json' "
+            f"-d '{{\"from\":\"+14255550100\",\"to\":\"{sender}\",\"message\":\"STOP\"}}'"]
 
 
 def sender_lines(configured: dict[str, str]) -> list[str]:
@@ -155,7 +177,7 @@ def _create(create: object) -> None:
 
 
 def banner(host: LocalHost, notes: list[str], senders: list[str] | None = None,
-           storage: list[str] | None = None) -> str:
+           storage: list[str] | None = None, keywords: list[str] | None = None) -> str:
     key_name, key = next(iter(host.function_keys.items()))
     prefix = f"{host.base_url}/{host.config.route_prefix}" if host.config and host.config.route_prefix else host.base_url
     lines = ["", "Functions:"]
@@ -164,6 +186,8 @@ def banner(host: LocalHost, notes: list[str], senders: list[str] | None = None,
         lines.append(f"  {function.name}: [{methods}] {prefix}/{function.route.template}  ({function.auth_level})")
     for queue_function in host.queue_functions:
         lines.append(f"  {queue_function.name}: queue {queue_function.queue_name}")
+    for event_function in host.event_grid_functions:
+        lines.append(f"  {event_function.name}: eventGrid {host.event_grid_url(event_function.name)}")
     lines += ["", f"Function key '{key_name}': {key}"]
     if senders:
         lines += ["Senders:", *senders]
@@ -177,6 +201,7 @@ def banner(host: LocalHost, notes: list[str], senders: list[str] | None = None,
                      "-H 'content-type: application/json' -d '{\"phoneNumbers\":[\"+14255550100\"]}'")
     elif host.http_functions:
         lines.append(f"  curl -s '{prefix}/{host.http_functions[0].route.template}' -H 'x-functions-key: {key}'")
+    lines += keywords or []
     lines += ["", "Press Ctrl+C to stop."]
     return "\n".join(lines)
 

@@ -13,7 +13,7 @@ from devtools.indexing import indexed_functions
 
 from .routing import RouteTemplate
 
-SUPPORTED_TRIGGERS = ("httpTrigger", "queueTrigger")
+SUPPORTED_TRIGGERS = ("httpTrigger", "queueTrigger", "eventGridTrigger")
 _load_counter = itertools.count(1)
 
 
@@ -32,6 +32,15 @@ class QueueFunction:
     name: str
     queue_name: str
     connection: str
+    argument: str
+    user_function: Any
+
+
+@dataclass(frozen=True)
+class EventGridFunction:
+    """Served on the host's Event Grid webhook, `/runtime/webhooks/eventgrid?functionName=NAME`."""
+
+    name: str
     argument: str
     user_function: Any
 
@@ -57,8 +66,14 @@ def load_app(app_dir: Path, module_name: str) -> Any:
 
 
 def read_functions(app: Any) -> tuple[list[HttpFunction], list[QueueFunction]]:
+    http, queues, _ = read_all_functions(app)
+    return http, queues
+
+
+def read_all_functions(app: Any) -> tuple[list[HttpFunction], list[QueueFunction], list[EventGridFunction]]:
     http: list[HttpFunction] = []
     queues: list[QueueFunction] = []
+    event_grid: list[EventGridFunction] = []
     for name, function in indexed_functions(app).items():
         trigger = function.get_trigger()
         kind = trigger.get_binding_name()
@@ -71,7 +86,10 @@ def read_functions(app: Any) -> tuple[list[HttpFunction], list[QueueFunction]]:
                 raise ValueError(f"function {name}: binding {binding.get_binding_name()} "
                                  f"({binding.name}) is not supported by the local host")
         data = trigger.get_dict_repr()
-        if kind == "httpTrigger":
+        if kind == "eventGridTrigger":
+            event_grid.append(EventGridFunction(name=name, argument=trigger.name,
+                                                user_function=function.get_user_function()))
+        elif kind == "httpTrigger":
             methods = frozenset(str(_value(m)).upper() for m in (data.get("methods") or []))
             http.append(HttpFunction(
                 name=name,
@@ -90,7 +108,7 @@ def read_functions(app: Any) -> tuple[list[HttpFunction], list[QueueFunction]]:
                 user_function=function.get_user_function(),
             ))
     http.sort(key=lambda f: f.route.precedence)
-    return http, queues
+    return http, queues, event_grid
 
 
 def _value(item: Any) -> Any:

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .app_loader import HttpFunction, QueueFunction, load_app, read_functions
+from .app_loader import EventGridFunction, HttpFunction, QueueFunction, load_app, read_all_functions
+from .eventgrid import SYSTEM_KEY_NAME, WEBHOOK_PATH, EventGridWebhook
 from .host_config import HostConfig, load_host_config, parse_timespan
 from .http_server import FunctionsHttpServer, HttpLimits
 from .invoker import Invoker
@@ -35,6 +36,8 @@ class LocalHost:
         self.app_module = app_module
         self.function_keys = dict(function_keys) if function_keys else {"default": secrets.token_urlsafe(24)}
         self.master_key = master_key or secrets.token_urlsafe(32)
+        #: The runtime's system keys, as Azure creates them: the Event Grid webhook's `code`.
+        self.system_keys = {SYSTEM_KEY_NAME: secrets.token_urlsafe(32)}
         self._settings = dict(settings or {})
         self._address = (host, port)
         self._limits = limits
@@ -44,6 +47,7 @@ class LocalHost:
         self._invoker: Invoker | None = None
         self.http_functions: list[HttpFunction] = []
         self.queue_functions: list[QueueFunction] = []
+        self.event_grid_functions: list[EventGridFunction] = []
         self.config: HostConfig | None = None
         self._replaced_environment: dict[str, str | None] = {}
 
@@ -53,6 +57,10 @@ class LocalHost:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    def event_grid_url(self, function_name: str) -> str:
+        """The URL an Event Grid subscription delivers to, system key included (as the portal gives it)."""
+        return f"{self.base_url}{WEBHOOK_PATH}?functionName={function_name}&code={self.system_keys[SYSTEM_KEY_NAME]}"
+
     def start(self) -> LocalHost:
         # App settings reach the app as environment variables, before it is imported (as in Azure);
         # stop() puts back what was there, so hosts started one after another do not leak settings.
@@ -60,7 +68,7 @@ class LocalHost:
         os.environ.update(self._settings)
         self.config = load_host_config(self.app_dir)
         app = load_app(self.app_dir, self.app_module)
-        self.http_functions, self.queue_functions = read_functions(app)
+        self.http_functions, self.queue_functions, self.event_grid_functions = read_all_functions(app)
         timeout = self._function_timeout(self.config.raw)
         self._invoker = Invoker(int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT") or DEFAULT_THREADS))
         self._server = FunctionsHttpServer(
@@ -72,6 +80,8 @@ class LocalHost:
             invoker=self._invoker,
             function_timeout=timeout,
             limits=self._limits,
+            event_grid=EventGridWebhook(self.event_grid_functions, self._invoker, timeout),
+            system_keys=self.system_keys,
         )
         self._server_thread = threading.Thread(target=self._server.serve_forever, name="localhost-http", daemon=True)
         self._server_thread.start()

@@ -27,6 +27,9 @@ from urllib.parse import parse_qsl, urlsplit
 import azure.functions as func
 
 from .app_loader import HttpFunction
+from .eventgrid import MAX_BODY_BYTES as MAX_EVENT_GRID_BODY_BYTES
+from .eventgrid import WEBHOOK_PATH as EVENT_GRID_WEBHOOK_PATH
+from .eventgrid import EventGridWebhook
 from .invoker import Invoker
 
 _logger = logging.getLogger("devtools.localhost")
@@ -120,6 +123,8 @@ class FunctionsHttpServer(ThreadingHTTPServer):
         function_timeout: float | None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         limits: HttpLimits | None = None,
+        event_grid: EventGridWebhook | None = None,
+        system_keys: Mapping[str, str] | None = None,
     ) -> None:
         self.limits = limits or HttpLimits()
         self._slots = threading.BoundedSemaphore(self.limits.max_connections)
@@ -131,6 +136,8 @@ class FunctionsHttpServer(ThreadingHTTPServer):
         self.invoker = invoker
         self.function_timeout = function_timeout
         self.max_body_bytes = max_body_bytes
+        self.event_grid = event_grid
+        self.system_keys = dict(system_keys or {})
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # One thread per connection, as many as max_connections: past that, a short answer
@@ -181,6 +188,13 @@ class FunctionsHttpServer(ThreadingHTTPServer):
         if function.auth_level == "admin":
             return False
         return any(hmac.compare_digest(presented.encode(), key.encode()) for key in self.function_keys.values())
+
+    def authorized_system(self, presented: str | None) -> bool:
+        """The runtime's webhooks take a system key (or the master key), as in Azure."""
+        if presented is None:
+            return False
+        keys = [self.master_key, *self.system_keys.values()]
+        return any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -247,6 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
         has_body = chunked or length > 0
         url = urlsplit(self.path)
         method = self.command.upper()
+        if self.server.event_grid and url.path.rstrip("/").lower() == EVENT_GRID_WEBHOOK_PATH:
+            return self._serve_event_grid(self.server.event_grid, method, url.query, length, chunked)
         match = self.server.find(method, url.path)
         if match is None:
             return self._refuse(404, length, chunked) if has_body else self._answer(404)
@@ -285,6 +301,32 @@ class _Handler(BaseHTTPRequestHandler):
             _logger.exception("function %s failed", function.name)
             return self._answer(500)
         self._answer_function(response)
+
+    def _serve_event_grid(self, webhook: EventGridWebhook, method: str, query: str, length: int,
+                          chunked: bool) -> None:
+        has_body = chunked or length > 0
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        function = webhook.find(params.get("functionName"))
+        if function is None:
+            return self._refuse(404, length, chunked) if has_body else self._answer(404)
+        if not self.server.authorized_system(self.headers.get("x-functions-key") or params.get("code")):
+            return self._refuse(401, length, chunked) if has_body else self._answer(401)
+        if length > MAX_EVENT_GRID_BODY_BYTES:
+            return self._refuse(413)
+        if self._expect_continue and has_body:
+            self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._reader.deadline = time.monotonic() + self.server.limits.body_timeout
+        try:
+            body = self._read_chunked() if chunked else self._read_exactly(length)
+        except TimeoutError:
+            return self._refuse(408)
+        except _BadFraming as bad:
+            return self._refuse(bad.status)
+        if len(body) > MAX_EVENT_GRID_BODY_BYTES:
+            return self._answer(413)
+        _logger.debug("%s -> event grid webhook of %s", method, function.name)
+        status, headers, answer = webhook.handle(function, method, self.headers, body)  # type: ignore[arg-type]
+        self._answer(status, headers, answer)
 
     def _framing(self) -> tuple[int, bool]:
         """(Content-Length, chunked) as RFC 9112 reads a request, refusing what two parsers could

@@ -41,6 +41,9 @@ param jobsContainerName string
 @description('Blob container operators upload large lists to (jobs\' blobUrl, queued requests\' phoneNumbersBlob).')
 param uploadsContainerName string
 
+@description('Blob container where Event Grid dead-letters SMS events the gateway could not take.')
+param eventDeadLetterContainerName string
+
 @description('Days deleted blobs and containers stay recoverable.')
 @minValue(1)
 param deleteRetentionDays int = 7
@@ -130,6 +133,15 @@ resource uploadsContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
   }
 }
 
+// Dead-lettered SMSReceived events: an end user's STOP the function could not record in time.
+resource eventDeadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: eventDeadLetterContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -183,3 +195,4 @@ output queueNames array = [
 output auditContainerName string = auditContainer.name
 output auditTableName string = auditTable.name
 output resultsContainerName string = resultsContainer.name
+output eventDeadLetterContainerName string = eventDeadLetterContainer.name

@@ -36,6 +36,8 @@ class AuditContext:
     claimed_caller: str | None = None
     claimed_caller_id: str | None = None
     trace_id: str | None = None
+    #: The end user made the change themselves (an SMS keyword), not a caller of the gateway.
+    end_user: bool = False
 
 
 def http_context(headers: Mapping[str, str], trace_id: str, *, verified_headers: bool) -> AuditContext:
@@ -53,6 +55,16 @@ def queue_context(queue_name: str, correlation_id: str) -> AuditContext:
     """A queued request's caller is the queue: whoever may write to it. A correlation id is
     the message's own text, so it is a claim too, but one the caller chose to be tracked by."""
     return AuditContext("queue", queue_name, correlation_id)
+
+
+#: The caller of a change the end user made by texting a keyword: the end user.
+END_USER_CALLER = "end-user"
+
+
+def keyword_context(message_id: str) -> AuditContext:
+    """A change the end user made by texting a keyword to the sender; ACS made it before the
+    gateway heard of it. Tracked by the SMS's message id."""
+    return AuditContext("keyword", END_USER_CALLER, message_id, end_user=True)
 
 
 def header_text(value: str | None) -> str | None:

@@ -39,7 +39,7 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
-from optouts.audit.callers import AuditContext
+from optouts.audit.callers import AuditContext, keyword_context
 from optouts.azure.storage import (
     blob_container_client,
     connection_string,
@@ -107,6 +107,12 @@ def new_operation_id() -> str:
     return uuid.uuid4().hex
 
 
+def end_user_operation_id(message_id: str) -> str:
+    """The operation id of an end user's change: derived from the SMS's message id, so that the
+    same message, however often it is delivered, is one operation."""
+    return hashlib.sha256(f"end-user-sms|{message_id}".encode()).hexdigest()[:32]
+
+
 def blob_name(operation_id: str, part: str) -> str:
     return f"{operation_id}/{part}"
 
@@ -149,7 +155,7 @@ class OperationIntent:
             "callerId": c.caller_id, "callerVerified": c.verified, "claimedCaller": c.claimed_caller,
             "claimedCallerId": c.claimed_caller_id, "correlationId": c.correlation_id, "traceId": c.trace_id,
             "reason": self.reason, "invalidInputs": self.invalid_inputs, "numbers": list(self.numbers),
-            "provider": self.provider,
+            "provider": self.provider, "endUser": c.end_user,
         }
 
     @classmethod
@@ -158,7 +164,7 @@ class OperationIntent:
             channel=str(data["channel"]), caller=str(data["caller"]), correlation_id=str(data["correlationId"]),
             caller_id=data.get("callerId"), verified=bool(data.get("callerVerified")),
             claimed_caller=data.get("claimedCaller"), claimed_caller_id=data.get("claimedCallerId"),
-            trace_id=data.get("traceId"),
+            trace_id=data.get("traceId"), end_user=data.get("endUser") is True,
         )
         numbers = data["numbers"]
         if not isinstance(numbers, list) or not all(isinstance(n, str) for n in numbers):
@@ -236,6 +242,25 @@ class OperationOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class EndUserChange:
+    """A change the end user made themselves, by texting a keyword to the sender: ACS made it
+    before the gateway heard of it, so it is recorded as done (outcome `succeeded`)."""
+
+    #: ACS's id of the SMS: the operation's identity (see `end_user_operation_id`).
+    message_id: str
+    #: When ACS received the SMS: the operation's time in the history.
+    received_at: datetime
+    action: str  # add (opted out) | remove (opted back in)
+    #: The gateway's number the end user texted (the event's `to`).
+    sender: str
+    #: The end user (the event's `from`), in E.164.
+    phone_number: str
+    #: The keyword, canonically spelled (optouts.domain.keywords).
+    keyword: str
+    provider: str = "acs"
+
+
+@dataclass(frozen=True, slots=True)
 class AuditReceipt:
     """The answer's `audit` object."""
 
@@ -278,6 +303,7 @@ class HistoryRecord:
     reason: str | None
     provider: str | None = None
     details: Mapping[str, Any] | None = None
+    end_user: bool = False
 
     def to_entity(self) -> dict[str, Any]:
         partition, row = history_keys(self.sender, self.phone_number, self.occurred_at, self.operation_id)
@@ -291,6 +317,8 @@ class HistoryRecord:
             "Channel": self.channel, "CorrelationId": self.correlation_id, "TraceId": self.trace_id,
             "Reason": self.reason, "Provider": self.provider,
             "Details": orjson.dumps(dict(self.details)).decode() if self.details else None,
+            # Only when true: records of callers' operations keep the shape they always had.
+            "EndUser": True if self.end_user else None,
         }
         # An absent property, not a null one: Table Storage has no null.
         return {name: value for name, value in properties.items() if value is not None}
@@ -322,6 +350,7 @@ class HistoryRecord:
             reason=entity.get("Reason"),
             provider=_optional_text(entity.get("Provider")),
             details=_details(entity.get("Details")),
+            end_user=entity.get("EndUser") is True,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -347,6 +376,7 @@ class HistoryRecord:
             "reason": self.reason,
             "provider": self.provider,
             "details": dict(self.details) if self.details else None,
+            "endUser": self.end_user,
         }
 
 
@@ -358,7 +388,7 @@ def history_records(intent: OperationIntent, outcome: OperationOutcome | None) -
         HistoryRecord(intent.accepted_at, intent.operation_id, intent.action, intent.sender, number,
                       result.status, result.upstream_status, result.error_code, result.opted_out, c.caller,
                       c.caller_id, c.verified, c.claimed_caller, c.claimed_caller_id, c.channel, c.correlation_id,
-                      c.trace_id, intent.reason, intent.provider, result.details)
+                      c.trace_id, intent.reason, intent.provider, result.details, c.end_user)
         # Not strict: a stored outcome comes from a blob, and a short one must not fail the indexer.
         for number, result in zip(intent.numbers, outcomes, strict=False)
     ]
@@ -576,6 +606,44 @@ class AuditTrail:
         failed = NumberOutcome("failed", error_code=error_code)
         self._write_outcome(intent, OperationOutcome(self._clock(), (failed,) * len(intent.numbers), error_code))
 
+    def record_end_user_change(self, change: EndUserChange) -> AuditReceipt:
+        """Journal a change the end user already made (a keyword ACS acted on by itself) and have it
+        indexed: intent, outcome and index message, all written before this returns.
+
+        Idempotent: the operation id comes from the SMS's message id, so a redelivered event writes
+        the same blobs (the intent is never overwritten) and the same history keys; a delivery that
+        died half-way is completed by the next one. Raises `AuditUnavailable` when storage fails, so
+        that the event is delivered again rather than acknowledged unrecorded."""
+        if not self.enabled or self._storage is None:
+            return AuditReceipt("disabled", disabled_reason=self.disabled_reason)
+        storage = self._storage
+        intent = OperationIntent(end_user_operation_id(change.message_id), change.received_at, change.action,
+                                 change.sender, (change.phone_number,), keyword_context(change.message_id),
+                                 None, provider=change.provider)
+        outcome = OperationOutcome(change.received_at, (NumberOutcome(
+            "succeeded", opted_out=change.action == "add",
+            details={"keyword": change.keyword, "messageId": change.message_id,
+                     "receivedTimestamp": _iso(change.received_at)}),))
+        try:
+            try:
+                storage.put_blob(blob_name(intent.operation_id, INTENT_BLOB), orjson.dumps(intent.to_json()),
+                                 overwrite=False)
+            except ResourceExistsError:
+                # Delivered before: the first delivery's intent stands. Once it is indexed there is nothing
+                # left to do (and nothing is indexed twice); else the rest is redone.
+                marker = load_json(storage, blob_name(intent.operation_id, INDEX_BLOB))
+                if marker is not None and marker.get("outcome") == "recorded":
+                    return AuditReceipt("accepted", intent.operation_id, intent.accepted_at, outcome_recorded=True)
+            # Its time is the SMS's, not this delivery's: every delivery writes the same outcome.
+            storage.put_blob(blob_name(intent.operation_id, OUTCOME_BLOB),
+                             orjson.dumps(outcome.to_json(intent.operation_id)), overwrite=True)
+            storage.send(index_message(intent.operation_id, "outcome"))
+        except (AzureError, SettingsError, OSError, ValueError) as error:
+            _logger.error("audit trail: the end-user %s of operation %s could not be recorded (%s); the event "
+                          "is to be delivered again", change.action, intent.operation_id, describe_error(error))
+            raise AuditUnavailable(intent.operation_id) from None
+        return AuditReceipt("accepted", intent.operation_id, intent.accepted_at, outcome_recorded=True)
+
     def _write_outcome(self, intent: OperationIntent, outcome: OperationOutcome) -> AuditReceipt:
         assert self._storage is not None  # nosec B101 - an intent exists only with storage
         receipt = AuditReceipt("accepted", intent.operation_id, intent.accepted_at, outcome_recorded=False)
@@ -640,6 +708,7 @@ class AuditTrail:
             "claimedCallerId": c.claimed_caller_id,
             "correlationId": c.correlation_id,
             "traceId": c.trace_id,
+            "endUser": c.end_user,
             "reason": intent.reason,
             "provider": intent.provider,
             "numbers": len(intent.numbers),

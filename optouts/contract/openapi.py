@@ -372,7 +372,7 @@ def _provider_details_schema() -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "x-ms-summary": "Provider details",
-        "description": "What the sender's provider reports about the number (AWS senders only).",
+        "description": "What the sender's provider reports about the number (AWS senders, and end-user keywords).",
         "properties": {
             "optOutList": {"type": "string", "x-ms-summary": "Opt-out list",
                            "description": "The AWS opt-out list of the sender."},
@@ -384,6 +384,12 @@ def _provider_details_schema() -> dict[str, Any]:
                                  "description": "Remove only: when AWS took the number off the list."},
             "wasOptedOut": {"type": "boolean", "x-ms-summary": "Was opted out",
                             "description": "Remove only: false when the number was not on the list."},
+            "keyword": {"type": "string", "x-ms-summary": "Keyword",
+                        "description": "Channel keyword only: the keyword the person texted (STOP, START...)."},
+            "messageId": {"type": "string", "x-ms-summary": "Message id",
+                          "description": "Channel keyword only: ACS's id of the person's SMS."},
+            "receivedTimestamp": {"type": "string", "format": "date-time", "x-ms-summary": "Received at",
+                                  "description": "Channel keyword only: when ACS received the SMS."},
         },
     }
 
@@ -675,8 +681,11 @@ def _audit_operation_schema() -> dict[str, Any]:
         "action": {"type": "string", "enum": ["add", "remove", "check"], "x-ms-summary": "Action",
                    "description": "What was asked of ACS."},
         "sender": {"type": "string", "x-ms-summary": "Sender", "description": "The sender whose list it was."},
-        "channel": {"type": "string", "enum": ["http", "queue"], "x-ms-summary": "Channel",
-                    "description": "How the request arrived."},
+        "channel": {"type": "string", "enum": ["http", "queue", "keyword"], "x-ms-summary": "Channel",
+                    "description": "How the request arrived: http, queue, or keyword (the person texted STOP, "
+                                   "START...)."},
+        "endUser": {"type": "boolean", "x-ms-summary": "By the person",
+                    "description": "True when the person made the change themselves by texting a keyword."},
         **_caller_properties(),
         "correlationId": {"type": "string", "x-ms-summary": "Correlation id",
                           "description": "The HTTP request's trace id or the queue message's correlationId."},
@@ -789,8 +798,11 @@ def _audit_record_schema() -> dict[str, Any]:
         "optedOut": {"type": "boolean", "x-nullable": True, "x-ms-summary": "Opted out",
                      "description": "Check only: whether the number was on the opt-out list."},
         **_caller_properties(),
-        "channel": {"type": "string", "enum": ["http", "queue"], "x-ms-summary": "Channel",
-                    "description": "How the request arrived: http or queue."},
+        "channel": {"type": "string", "enum": ["http", "queue", "keyword"], "x-ms-summary": "Channel",
+                    "description": "How the request arrived: http, queue, or keyword (the person texted STOP, "
+                                   "START...)."},
+        "endUser": {"type": "boolean", "x-ms-summary": "By the person",
+                    "description": "True when the person made the change themselves by texting a keyword."},
         "correlationId": text("Correlation id", "The trace id of the HTTP request or the queue message's "
                               "correlationId (1 to 128 of A-Z a-z 0-9 . _ : -), else its message id."),
         "traceId": text("Trace id", "The HTTP request's W3C trace id.", nullable=True),

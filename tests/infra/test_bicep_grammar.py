@@ -25,6 +25,9 @@ def test_infra_has_the_expected_bicep_files() -> None:
         "modules/roles/key-vault-secrets-access.bicep",
         "modules/roles/monitoring-publisher-access.bicep",
         "modules/roles/communication-access.bicep",
+        "modules/roles/dead-letter-access.bicep",
+        "modules/sms-events-topic.bicep",
+        "modules/sms-events-subscription.bicep",
     }
     assert expected <= names, f"missing: {sorted(expected - names)}"
 

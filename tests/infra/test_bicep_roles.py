@@ -20,6 +20,9 @@ EXPECTED = {
     "modules/roles/monitoring-publisher-access.bicep": {
         "monitoringMetricsPublisherRoleId": "3913510d-42f4-4e42-8a64-420c390055eb",
     },
+    "modules/roles/dead-letter-access.bicep": {
+        "storageBlobDataContributorRoleId": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    },
     "modules/roles/communication-access.bicep": {
         # "Communication and Email Service Owner": no narrower built-in role grants
         # Entra access to the ACS data plane (reason in the module's comment).
@@ -60,7 +63,7 @@ def test_every_role_assignment_is_guid_named_per_scope_principal_and_role() -> N
             assert body["properties"]["principalType"] == bicep.Expr("p.principalType")
             assert bicep.text(assignment.node).lstrip().startswith("resource") and "for p in principals" in bicep.text(assignment.node)
         assert used == set(expected), f"{relative}: roles declared but not assigned: {set(expected) - used}"
-    assert seen == 6
+    assert seen == 7
 
 
 def test_no_other_file_assigns_roles() -> None:

@@ -51,6 +51,7 @@ def sections(smoke: bool) -> dict[str, Callable[[], dict[str, Any]]]:
         "queue": lambda: {"queue": queue_throughput.queue_throughput(count=20 if smoke else 1_000)},
         "load": lambda: {"load": load.load(callers=4, requests=40) if smoke else load.load()},
         "audit": lambda: {"audit": audit_trail.audit_trail(smoke)},
+        "audit_queued": lambda: {"audit_queued": audit_trail.audit_queued(smoke)},
         "aws": lambda: {"aws": aws_throughput.for_bench(smoke)},
         "jobs": lambda: {"jobs": jobs.for_bench(smoke)},
     }
@@ -61,11 +62,12 @@ def run(smoke: bool, only: Sequence[str] = (), previous: dict[str, Any] | None =
     results: dict[str, Any] = dict(previous or {})
     results.update({"smoke": smoke, "latency_ms": 5.0 if smoke else LATENCY_MS})
     measured: dict[str, Any] = dict(results.get("measured", {}))
+    started = machine()["date"]
     for name, section in sections(smoke).items():
         if only and name not in only:
             continue
         results.update(section())
-        measured[name] = machine()
+        measured[name] = {**machine(), "run": started}
     results["measured"] = measured
     results["machine"] = machine()
     return results
@@ -188,8 +190,8 @@ def render(results: dict[str, Any]) -> str:
     ]
     if "load" in results:
         lines += ["", load.render_load(results["load"])]
-    if "audit" in results:
-        lines += audit_trail.render(results["audit"])
+    if "audit" in results and "audit_queued" in results:
+        lines += audit_trail.render(results["audit"], results["audit_queued"])
     if "aws" in results:
         lines += aws_throughput.render_section(results["aws"])
     if "jobs" in results:
@@ -199,18 +201,22 @@ def render(results: dict[str, Any]) -> str:
 
 
 def _azurite(results: dict[str, Any]) -> str:
-    versions = {name: str(m.get("azurite", "unknown")) for name, m in results.get("measured", {}).items()}
-    if len(set(versions.values())) <= 1:
-        return next(iter(versions.values()), str(results["machine"].get("azurite", "unknown")))
-    return ", ".join(f"{version} ({name})" for name, version in versions.items())
+    by_version: dict[str, list[str]] = {}
+    for name, facts in results.get("measured", {}).items():
+        by_version.setdefault(str(facts.get("azurite", "unknown")), []).append(name)
+    if len(by_version) <= 1:
+        return next(iter(by_version), str(results["machine"].get("azurite", "unknown")))
+    return ", ".join(f"{version} ({', '.join(names)})" for version, names in by_version.items())
 
 
 def _when(measured: dict[str, Any], facts: dict[str, Any]) -> str:
-    dates = {name: str(m["date"]) for name, m in measured.items()}
-    if len({d[:13] for d in dates.values()}) <= 1:  # the same hour: one run
+    runs: dict[str, list[str]] = {}
+    for name, section in measured.items():
+        runs.setdefault(str(section.get("run", section["date"])), []).append(name)
+    if len(runs) <= 1:
         return f"measured {facts['date']} in one run."
     return ("sections measured in separate runs (`--only`), each side by side within itself: "
-            + ", ".join(f"{name} {date}" for name, date in dates.items()) + ".")
+            + "; ".join(f"{', '.join(names)} from {run}" for run, names in sorted(runs.items())) + ".")
 
 
 def from_json(text: str) -> dict[str, Any]:

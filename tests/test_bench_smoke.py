@@ -34,7 +34,8 @@ def test_benchmarks_run_and_render(restored_environment: None) -> None:
     assert "## 6. Audit trail" in report
     audit = results["audit"]
     assert audit["indexed_numbers"] == audit["expected_numbers"] == 300  # every number's history was written
-    assert audit["queued"]["fully_audited"] == audit["queued"]["messages"] == audit["queued"]["completed"]
+    queued = results["audit_queued"]
+    assert queued["fully_audited"] == queued["messages"] == queued["completed"]
     assert "## 8. Jobs" in report
     for size in ("small", "large"):  # every number of each job is in its report
         assert results["jobs"][size]["state"] == "completed"

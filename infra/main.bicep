@@ -69,6 +69,10 @@ param auditChecks bool = false
 @maxValue(604800)
 param auditReconcileSeconds int = 300
 
+@description('Where change events go (docs/change-events.md): the optout-events queue, an Event Grid custom topic deployed here (the app may publish to it with its identity), both, or none.')
+@allowed(['none', 'queue', 'eventgrid', 'queue,eventgrid'])
+param eventSinks string = 'queue'
+
 @description('Most Flex Consumption instances.')
 @minValue(1)
 @maxValue(1000)
@@ -116,10 +120,12 @@ var resultsContainerName = 'optout-results'
 var auditTableName = 'optoutaudit'
 var auditContainerName = 'optout-operations'
 var auditIndexQueueName = 'optout-audit-index'
+var eventsQueueName = 'optout-events'
 var deploymentContainerName = 'app-package'
 var acsSecretName = 'acs-connection-string'
 
 var usesKeyVault = acsAuthMode != 'managed-identity'
+var usesEventTopic = contains(eventSinks, 'eventgrid')
 // The AWS key pair fallback reads its secret from the same vault.
 var usesAwsKeyVault = !empty(awsSenders) && empty(awsRoleArn) && !empty(awsAccessKeySecretName)
 
@@ -137,6 +143,7 @@ var names = {
   communication: 'acs-optout-${token}'
   plan: 'plan-optout-${token}'
   functionApp: 'func-optout-${token}'
+  eventTopic: 'evgt-optout-${token}'
 }
 
 module identity 'modules/identity.bicep' = {
@@ -171,6 +178,16 @@ module storage 'modules/storage.bicep' = {
     auditTableName: auditTableName
     auditContainerName: auditContainerName
     auditIndexQueueName: auditIndexQueueName
+    eventsQueueName: eventsQueueName
+  }
+}
+
+module eventTopic 'modules/event-topic.bicep' = if (usesEventTopic) {
+  name: 'event-topic'
+  params: {
+    name: names.eventTopic
+    location: location
+    tags: tags
   }
 }
 
@@ -241,6 +258,15 @@ module awsKeyVaultAccess 'modules/roles/key-vault-secrets-access.bicep' = if (us
   }
 }
 
+// Only the app publishes change events; people subscribe with their own roles.
+module eventTopicAccess 'modules/roles/event-grid-sender-access.bicep' = if (usesEventTopic) {
+  name: 'event-grid-sender-access'
+  params: {
+    topicName: eventTopic.outputs.name
+    principals: appPrincipal
+  }
+}
+
 module communicationAccess 'modules/roles/communication-access.bicep' = if (!usesKeyVault) {
   name: 'communication-access'
   params: {
@@ -267,6 +293,9 @@ module appSettings 'modules/app-settings.bicep' = {
     auditContainerName: auditContainerName
     auditIndexQueueName: auditIndexQueueName
     auditReconcileSeconds: auditReconcileSeconds
+    eventSinks: eventSinks
+    eventsQueueName: eventsQueueName
+    eventsTopicEndpoint: usesEventTopic ? eventTopic.outputs.endpoint : ''
     defaultSender: defaultSender
     allowedSenders: allowedSenders
     defaultRegion: toUpper(defaultRegion)
@@ -316,6 +345,7 @@ module functionApp 'modules/function-app.bicep' = {
     monitoringAccess
     keyVaultAccess
     communicationAccess
+    eventTopicAccess
   ]
 }
 
@@ -332,4 +362,6 @@ output OPTOUT_REQUESTS_QUEUE string = requestsQueueName
 output OPTOUT_RESULTS_QUEUE string = resultsQueueName
 output OPTOUT_POISON_QUEUE string = '${requestsQueueName}-poison'
 output OPTOUT_RESULTS_CONTAINER string = resultsContainerName
+output OPTOUT_EVENTS_QUEUE string = eventsQueueName
+output OPTOUT_EVENTS_TOPIC_ENDPOINT string = usesEventTopic ? eventTopic.outputs.endpoint : ''
 output ACS_AUTH_MODE string = acsAuthMode

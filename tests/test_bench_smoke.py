@@ -35,4 +35,6 @@ def test_benchmarks_run_and_render(restored_environment: None) -> None:
     audit = results["audit"]
     assert audit["indexed_numbers"] == audit["expected_numbers"] == 300  # every number's history was written
     assert audit["queued"]["fully_audited"] == audit["queued"]["messages"] == audit["queued"]["completed"]
+    assert "## 7. Change events" in report
+    assert results["events"]["events_sent"] == results["events"]["events_expected"] == 60  # every change, once
     assert '"overhead"' in to_json(results)

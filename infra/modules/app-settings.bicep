@@ -41,6 +41,12 @@ param auditContainerName string
 param auditIndexQueueName string
 param auditReconcileSeconds int
 
+@description('Where change events go: none, queue, eventgrid, or queue,eventgrid.')
+param eventSinks string
+param eventsQueueName string
+@description('The custom topic\'s endpoint; empty without the eventgrid sink.')
+param eventsTopicEndpoint string
+
 param defaultSender string
 param allowedSenders string
 param defaultRegion string
@@ -106,6 +112,10 @@ var commonSettings = {
   OPTOUT_AUDIT_CONTAINER: auditContainerName
   OPTOUT_AUDIT_INDEX_QUEUE: auditIndexQueueName
   OPTOUT_AUDIT_RECONCILE_SECONDS: string(auditReconcileSeconds)
+  // Change events (docs/change-events.md), sent by the audit indexer: they need the audit trail.
+  OPTOUT_EVENTS_SINKS: eventSinks
+  OPTOUT_EVENTS_QUEUE: eventsQueueName
+  OPTOUT_EVENTS_TOPIC_ENDPOINT: eventsTopicEndpoint
   // WEBSITE_AUTH_ENABLED is not set here: App Service sets it when its authentication runs,
   // and only then does the audit trail treat X-MS-CLIENT-PRINCIPAL-* as verified.
 

@@ -29,6 +29,9 @@ param auditContainerName string
 @description('Queue that feeds the audit trail\'s indexer.')
 param auditIndexQueueName string
 
+@description('Queue of change events (CloudEvents JSON, one per message); created whatever the sinks, so that turning the queue sink on needs no redeploy.')
+param eventsQueueName string
+
 @description('Days deleted blobs and containers stay recoverable.')
 @minValue(1)
 param deleteRetentionDays int = 7
@@ -115,6 +118,7 @@ resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-
     '${requestsQueueName}-poison'
     auditIndexQueueName
     '${auditIndexQueueName}-poison'
+    eventsQueueName
   ]: {
     parent: queueService
     name: queueName
@@ -141,6 +145,7 @@ output queueNames array = [
   '${requestsQueueName}-poison'
   auditIndexQueueName
   '${auditIndexQueueName}-poison'
+  eventsQueueName
 ]
 output auditContainerName string = auditContainer.name
 output auditTableName string = auditTable.name

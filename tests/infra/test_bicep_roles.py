@@ -20,6 +20,10 @@ EXPECTED = {
     "modules/roles/monitoring-publisher-access.bicep": {
         "monitoringMetricsPublisherRoleId": "3913510d-42f4-4e42-8a64-420c390055eb",
     },
+    "modules/roles/event-grid-sender-access.bicep": {
+        # "EventGrid Data Sender": publish events to the topic, nothing else.
+        "eventGridDataSenderRoleId": "d5a91429-5739-47e2-a06b-3470a27159e7",
+    },
     "modules/roles/communication-access.bicep": {
         # "Communication and Email Service Owner": no narrower built-in role grants
         # Entra access to the ACS data plane (reason in the module's comment).

@@ -28,6 +28,7 @@ KNOWN_API_VERSIONS = {
     "Microsoft.Insights/components": {"2020-02-02"},
     "Microsoft.ManagedIdentity/userAssignedIdentities": {"2023-01-31"},
     "Microsoft.Authorization/roleAssignments": {"2022-04-01"},
+    "Microsoft.EventGrid/topics": {"2022-06-15"},
 }
 
 

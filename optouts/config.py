@@ -220,7 +220,7 @@ class EventSettings(EnvironSettings):
         queue = _text(env, "OPTOUT_EVENTS_QUEUE") or DEFAULT_EVENTS_QUEUE
         if not _STORAGE_NAME.fullmatch(queue) or "--" in queue:
             env.problem("OPTOUT_EVENTS_QUEUE", "must be 3 to 63 lowercase letters, digits and single hyphens, "
-                                               "starting and ending with a letter or digit (Azure Storage naming rules)")
+                        "starting and ending with a letter or digit (Azure Storage naming rules)")
         endpoint = _text(env, "OPTOUT_EVENTS_TOPIC_ENDPOINT")
         if "eventgrid" in sinks and endpoint is None:
             env.problem("OPTOUT_EVENTS_TOPIC_ENDPOINT", "is required when OPTOUT_EVENTS_SINKS names eventgrid")

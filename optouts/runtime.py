@@ -251,7 +251,6 @@ def get_audit_indexer() -> AuditIndexer:
         with _lock:
             if _audit_indexer is None:
                 from optouts.audit.index import AuditIndexer
-    from optouts.audit.sinks import EventPublisher
                 from optouts.audit.trail import storage_for
 
                 storage = storage_for(container=settings.container, table=settings.table, queue=settings.index_queue)

@@ -11,6 +11,11 @@ resource topic 'Microsoft.EventGrid/topics@2022-06-15' = {
   name: name
   location: location
   tags: tags
+  // Its own identity, for subscriptions that deliver or dead-letter with managed identity
+  // (a Service Bus queue, a dead-letter blob container) instead of keys.
+  identity: {
+    type: 'SystemAssigned'
+  }
   properties: {
     // checkov:skip=CKV_AZURE_193: Flex Consumption without VNet integration publishes over the topic's public endpoint; every publish still needs an Entra token and the EventGrid Data Sender role, local (key) auth is off.
     inputSchema: 'CloudEventSchemaV1_0'

@@ -64,7 +64,7 @@ def test_every_role_assignment_is_guid_named_per_scope_principal_and_role() -> N
             assert body["properties"]["principalType"] == bicep.Expr("p.principalType")
             assert bicep.text(assignment.node).lstrip().startswith("resource") and "for p in principals" in bicep.text(assignment.node)
         assert used == set(expected), f"{relative}: roles declared but not assigned: {set(expected) - used}"
-    assert seen == 6
+    assert seen == 7
 
 
 def test_no_other_file_assigns_roles() -> None:

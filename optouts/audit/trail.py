@@ -515,6 +515,14 @@ def _bounded_options(timeout: float) -> dict[str, Any]:
             "read_timeout": timeout}
 
 
+def bounded_queue_client(queue: str, *, connection: str = STORAGE_CONNECTION,
+                         timeout: float = STORAGE_TIMEOUT_SECONDS) -> QueueClient:
+    """A queue in the app's storage account with the trail's few retries and short timeouts
+    (the change events' queue: optouts.audit.sinks)."""
+    client: QueueClient = queue_client(queue, connection, **_bounded_options(timeout))
+    return client
+
+
 def storage_for(*, container: str, table: str, queue: str, connection: str = STORAGE_CONNECTION,
                 timeout: float = STORAGE_TIMEOUT_SECONDS) -> AuditStorage:
     return AuditStorage(

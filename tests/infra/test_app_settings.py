@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-from optouts.config import AuditStorageSettings, JobSettings, QueueSettings, Settings, SettingsError
-from optouts.config import AuditStorageSettings, EventSettings, QueueSettings, Settings, SettingsError
+from optouts.config import AuditStorageSettings, EventSettings, JobSettings, QueueSettings, Settings, SettingsError
 from optouts.providers.acs.settings import AcsSettings, AuthMode
 from tests.infra import bicep
 from tests.infra.bicep import Expr

@@ -60,7 +60,7 @@ class Action(str, Enum):
 
 # -- options shared by the commands ------------------------------------------------------------------
 
-UrlOption = Annotated[str, typer.Option("--url", envvar="OPTOUTS_URL", show_envvar=True,
+UrlOption = Annotated[str, typer.Option("--url", envvar="OPTOUTS_URL", show_envvar=True, show_default=False,
                                         help="The gateway, such as https://<app>.azurewebsites.net.")]
 # The key: from the environment preferably (a command line is visible to other users of the machine);
 # show_default=False so that help never shows a value.
@@ -78,7 +78,8 @@ RegionOption = Annotated[str | None, typer.Option("--region", help="Region for n
 ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why, kept in the audit trail.")]
 FileOption = Annotated[str | None, typer.Option("--file", "-f", help="CSV (a phone/number/msisdn column, else the "
                                                 "first) or one number per line; - reads standard input.")]
-NumbersArgument = Annotated[list[str] | None, typer.Argument(help="Phone numbers.", show_default=False)]
+NumbersArgument = Annotated[list[str] | None, typer.Argument(metavar="NUMBER...", help="Phone numbers.",
+                                                            show_default=False)]
 BatchOption = Annotated[int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE,
                                           help="Numbers per HTTP call; more numbers are sent in several calls.")]
 WaitTimeoutOption = Annotated[float, typer.Option("--wait-timeout", min=0.0,
@@ -132,8 +133,6 @@ def _bulk_command(action: Action) -> Callable[..., None]:
             phone_numbers = gather(numbers or [], file)
         except InputError as error:
             _fail(console, ExitCode.USAGE, str(error))
-        if action is Action.check and reason is not None:
-            _fail(console, ExitCode.USAGE, "--reason is for add and remove; a check changes nothing")
         with _gateway(url, key, http_timeout, console) as gateway:
             report, failure = _send_in_batches(gateway, action, phone_numbers, batch_size, sender=sender,
                                                region=region, reason=reason, console=console, quiet=quiet)
@@ -153,7 +152,7 @@ def _bulk_command(action: Action) -> Callable[..., None]:
     return command
 
 
-for _action in Action:
+for _action in (Action.check, Action.add, Action.remove):
     app.command(_action.value)(_bulk_command(_action))
 
 

@@ -153,7 +153,7 @@ def test_submit_wait_shows_progress_and_writes_the_report(jobs: tuple[str, Scrip
     # Plain progress lines (standard error is not a terminal): each state, then the end.
     progress = [line for line in ran.stderr.splitlines() if line.startswith("job 5f0c3c0e6d6b:")]
     assert progress[0] == "job 5f0c3c0e6d6b: queued 0/5 (0%), eta 3s"
-    assert progress[1].== "job 5f0c3c0e6d6b: running 2/5 (40%), 1,850/s, eta 3s"
+    assert progress[1] == "job 5f0c3c0e6d6b: running 2/5 (40%), 1,850/s, eta 3s"
     assert progress[-1] == "job 5f0c3c0e6d6b: completed 5/5 (100%), 1,850/s"
     saved = list(csv.DictReader(io.StringIO(report.read_text(encoding="utf-8"))))
     assert [(row["input"], row["status"]) for row in saved] == [(f"+1425555010{n}", "succeeded") for n in range(5)]

@@ -7,6 +7,7 @@ import azure.functions as func
 
 from blueprints.audit_api import blueprint as audit_api
 from blueprints.http_api import blueprint as http_api
+from blueprints.jobs_api import blueprint as jobs_api
 from blueprints.openapi_api import blueprint as openapi_api
 from blueprints.queue_api import blueprint as queue_api
 from optouts import runtime
@@ -20,3 +21,4 @@ app.register_functions(http_api)
 app.register_functions(queue_api)
 app.register_functions(openapi_api)
 app.register_functions(audit_api)
+app.register_functions(jobs_api)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import audit_trail, aws_throughput, client_overhead, cold_start, js_sdk, queue_throughput
+from . import audit_trail, aws_throughput, client_overhead, cold_start, js_sdk, jobs, queue_throughput
 from .measure import Figure, machine, summarize
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +50,7 @@ def run(smoke: bool) -> dict[str, Any]:
         results["load"] = load.load(callers=4, requests=40) if smoke else load.load()
     results["audit"] = audit_trail.audit_trail(smoke)
     results["aws"] = aws_throughput.for_bench(smoke)
+    results["jobs"] = jobs.for_bench(smoke)
     return results
 
 
@@ -174,6 +175,8 @@ def render(results: dict[str, Any]) -> str:
         lines += audit_trail.render(results["audit"])
     if "aws" in results:
         lines += aws_throughput.render_section(results["aws"])
+    if "jobs" in results:
+        lines += jobs.render_section(results["jobs"])
     lines.append("")
     return "\n".join(lines)
 

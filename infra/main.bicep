@@ -116,6 +116,10 @@ var resultsContainerName = 'optout-results'
 var auditTableName = 'optoutaudit'
 var auditContainerName = 'optout-operations'
 var auditIndexQueueName = 'optout-audit-index'
+var jobsQueueName = 'optout-jobs'
+var jobsTableName = 'optoutjobs'
+var jobsContainerName = 'optout-jobs'
+var uploadsContainerName = 'optout-uploads'
 var deploymentContainerName = 'app-package'
 var acsSecretName = 'acs-connection-string'
 
@@ -171,6 +175,10 @@ module storage 'modules/storage.bicep' = {
     auditTableName: auditTableName
     auditContainerName: auditContainerName
     auditIndexQueueName: auditIndexQueueName
+    jobsQueueName: jobsQueueName
+    jobsTableName: jobsTableName
+    jobsContainerName: jobsContainerName
+    uploadsContainerName: uploadsContainerName
   }
 }
 
@@ -266,6 +274,10 @@ module appSettings 'modules/app-settings.bicep' = {
     auditTableName: auditTableName
     auditContainerName: auditContainerName
     auditIndexQueueName: auditIndexQueueName
+    jobsQueueName: jobsQueueName
+    jobsTableName: jobsTableName
+    jobsContainerName: jobsContainerName
+    uploadsContainerName: uploadsContainerName
     auditReconcileSeconds: auditReconcileSeconds
     defaultSender: defaultSender
     allowedSenders: allowedSenders

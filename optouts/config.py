@@ -30,6 +30,17 @@ DEFAULT_AUDIT_INDEX_QUEUE = "optout-audit-index"
 DEFAULT_AUDIT_RECONCILE_SECONDS = 300.0
 #: Storage queues hide a message for at most 7 days.
 MAX_AUDIT_RECONCILE_SECONDS = 7 * 24 * 3600.0
+DEFAULT_JOBS_QUEUE = "optout-jobs"
+DEFAULT_JOBS_TABLE = "optoutjobs"
+DEFAULT_JOBS_CONTAINER = "optout-jobs"
+DEFAULT_UPLOADS_CONTAINER = "optout-uploads"
+DEFAULT_JOB_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_JOB_MAX_ROWS = 1_000_000
+DEFAULT_JOB_MAX_BLOB_BYTES = 256 * 1024 * 1024
+DEFAULT_JOB_ITEM_SIZE = 1_000
+DEFAULT_JOB_REPORT_SAS_MINUTES = 15
+MAX_JOB_REPORT_SAS_MINUTES = 60
+DEFAULT_JOB_MAX_STREAMED_REPORT_BYTES = 64 * 1024 * 1024
 #: The storage connection the Functions host, the queues and the audit trail share.
 STORAGE_CONNECTION = "AzureWebJobsStorage"
 
@@ -240,6 +251,60 @@ class QueueSettings:
         )
 
 
+@dataclass(frozen=True)
+class JobSettings(EnvironSettings):
+    """Where jobs live and how large they may be (docs/jobs.md)."""
+
+    queue: str
+    table: str
+    container: str
+    uploads_container: str
+    max_body_bytes: int
+    max_rows: int
+    max_blob_bytes: int
+    item_size: int
+    report_sas_minutes: int
+    max_streamed_report_bytes: int
+
+    @classmethod
+    def _read(cls, env: _Reader) -> JobSettings:
+        names = {
+            "OPTOUT_JOBS_QUEUE": jobs_queue_name(env.mapping),
+            "OPTOUT_JOBS_CONTAINER": _text(env, "OPTOUT_JOBS_CONTAINER") or DEFAULT_JOBS_CONTAINER,
+            "OPTOUT_UPLOADS_CONTAINER": _text(env, "OPTOUT_UPLOADS_CONTAINER") or DEFAULT_UPLOADS_CONTAINER,
+        }
+        for setting, name in names.items():
+            if not _STORAGE_NAME.fullmatch(name) or "--" in name:
+                env.problem(setting, "must be 3 to 63 lowercase letters, digits and single hyphens, "
+                                     "starting and ending with a letter or digit (Azure Storage naming rules)")
+        table = _text(env, "OPTOUT_JOBS_TABLE") or DEFAULT_JOBS_TABLE
+        if not _TABLE_NAME.fullmatch(table):
+            env.problem("OPTOUT_JOBS_TABLE", "must be 3 to 63 letters and digits, starting with a letter")
+            table = DEFAULT_JOBS_TABLE
+        sas_minutes = int(_number(env, "OPTOUT_JOB_REPORT_SAS_MINUTES", DEFAULT_JOB_REPORT_SAS_MINUTES, minimum=1))
+        if sas_minutes > MAX_JOB_REPORT_SAS_MINUTES:
+            env.problem("OPTOUT_JOB_REPORT_SAS_MINUTES", f"must be at most {MAX_JOB_REPORT_SAS_MINUTES}")
+            sas_minutes = DEFAULT_JOB_REPORT_SAS_MINUTES
+        return cls(
+            queue=names["OPTOUT_JOBS_QUEUE"],
+            table=table,
+            container=names["OPTOUT_JOBS_CONTAINER"],
+            uploads_container=names["OPTOUT_UPLOADS_CONTAINER"],
+            max_body_bytes=int(_number(env, "OPTOUT_JOB_MAX_BODY_BYTES", DEFAULT_JOB_MAX_BODY_BYTES, minimum=1024)),
+            max_rows=int(_number(env, "OPTOUT_JOB_MAX_ROWS", DEFAULT_JOB_MAX_ROWS, minimum=1)),
+            max_blob_bytes=int(_number(env, "OPTOUT_JOB_MAX_BLOB_BYTES", DEFAULT_JOB_MAX_BLOB_BYTES, minimum=1024)),
+            item_size=int(_number(env, "OPTOUT_JOB_ITEM_SIZE", DEFAULT_JOB_ITEM_SIZE, minimum=1)),
+            report_sas_minutes=sas_minutes,
+            max_streamed_report_bytes=int(_number(env, "OPTOUT_JOB_MAX_STREAMED_REPORT_BYTES",
+                                                  DEFAULT_JOB_MAX_STREAMED_REPORT_BYTES, minimum=1024)),
+        )
+
+
+def jobs_queue_name(environ: Mapping[str, str] | _Reader | None = None) -> str:
+    """The jobs' work queue, read when the functions are indexed."""
+    return _text(os.environ if environ is None else environ, "OPTOUT_JOBS_QUEUE") or DEFAULT_JOBS_QUEUE
+
+
 def requests_queue_name(environ: Mapping[str, str] | None = None) -> str:
     """The queue the trigger listens on, read when the app is indexed. Never raises: a bad name
     is reported by `all_problems` at startup and by readiness, not by a failed indexing."""
@@ -265,7 +330,7 @@ def all_problems(environ: Mapping[str, str] | None = None) -> list[SettingsError
     (optouts.runtime.settings_problems adds the providers'). Beyond what `from_environ`
     refuses, a gateway with no sender at all is reported, since it would refuse every request."""
     env = os.environ if environ is None else environ
-    problems = Settings.problems(env) + QueueSettings.problems(env)
+    problems = Settings.problems(env) + QueueSettings.problems(env) + JobSettings.problems(env)
     if _text(env, "OPTOUT_DEFAULT_SENDER") is None and not _csv(env, "OPTOUT_ALLOWED_SENDERS"):
         problems.append(SettingsError("OPTOUT_DEFAULT_SENDER", "no sender is configured: set OPTOUT_DEFAULT_SENDER "
                                       "(and OPTOUT_ALLOWED_SENDERS for more than one), or every request is refused"))
@@ -275,6 +340,7 @@ def all_problems(environ: Mapping[str, str] | None = None) -> list[SettingsError
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _SHORT_CODE = re.compile(r"[0-9]{3,8}")
 _STORAGE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+_TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
 
 
 def comparable_sender(sender: str) -> str:

@@ -18,7 +18,15 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from optouts.config import AuditStorageSettings, QueueSettings, Settings, SettingsError, all_problems
+from optouts.config import (
+    STORAGE_CONNECTION,
+    AuditStorageSettings,
+    JobSettings,
+    QueueSettings,
+    Settings,
+    SettingsError,
+    all_problems,
+)
 from optouts.domain.problems import Problem, validation_problem
 from optouts.providers.acs.settings import AcsSettings, AuthMode
 from optouts.providers.aws.settings import AwsCredentialMode, AwsSettings
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
     from optouts.providers.acs.client import OptOutsClient
     from optouts.providers.base import Provider
     from optouts.readiness import ReadinessProbe
+    from optouts.usecases.jobs import JobService
     from optouts.usecases.queued_requests import QueuedRequestProcessor
     from optouts.usecases.service import OptOutService
 
@@ -44,6 +53,7 @@ _processor: QueuedRequestProcessor | None = None
 _audit_trail: AuditTrail | None = None
 _audit_indexer: AuditIndexer | None = None
 _readiness: ReadinessProbe | None = None
+_jobs: JobService | None = None
 _telemetry: str | None = None
 
 
@@ -277,8 +287,62 @@ def get_queue_processor(max_dequeue_count: int) -> QueuedRequestProcessor:
                     requests_queue=queue_settings.requests_queue,
                     max_dequeue_count=max_dequeue_count,
                     time_budget=lambda sender: queue_time_budget(queue_settings.time_budget_seconds, sender),
+                    claim_check=lambda reference, most: get_job_service().claimed_numbers(reference, most),
                 )
     return _processor
+
+
+def get_job_service() -> JobService:
+    """Jobs (docs/jobs.md): their storage is built once; the opt-out service on first use."""
+    global _jobs
+    if _jobs is None:
+        job_settings = JobSettings.from_environ()
+        settings = get_settings()
+        with _lock:
+            if _jobs is None:
+                from optouts.audit.trail import table_client
+                from optouts.azure.storage import blob_container_client, queue_client
+                from optouts.usecases.jobs import JobService, JobStorage
+
+                storage = JobStorage(
+                    table_factory=lambda: table_client(job_settings.table, connection=STORAGE_CONNECTION),
+                    container_factory=lambda: blob_container_client(job_settings.container),
+                    uploads_factory=lambda: blob_container_client(job_settings.uploads_container),
+                    queue_factory=lambda: queue_client(job_settings.queue),
+                )
+                _jobs = JobService(
+                    settings=job_settings, storage=storage, service=get_service,
+                    item_size=lambda sender, action: job_item_size(job_settings.item_size, sender, action),
+                    time_budget=lambda sender: queue_time_budget(settings.time_budget_seconds, sender),
+                )
+    return _jobs
+
+
+#: The AWS API each action calls, for its rate.
+_AWS_APIS = {"add": "PutOptedOutNumber", "remove": "DeleteOptedOutNumber", "check": "DescribeOptedOutNumbers"}
+#: Of an AWS work item's time budget, the share its numbers may take at the configured rate.
+AWS_BUDGET_SHARE = 0.8
+
+
+def job_item_size(default: int, sender: str, action: str) -> int:
+    """Numbers per work item: `default` (1,000 = ten ACS calls of 100); for an AWS sender, what
+    its per-instance rate gets through within the queue time budget, so no item is refused."""
+    aws = get_aws_settings()
+    if not aws.is_aws_sender(sender):
+        return default
+    rate = aws.rates.get(_AWS_APIS.get(action, ""), 1.0)
+    return max(1, min(default, int(rate * aws.queue_time_budget_seconds * AWS_BUDGET_SHARE)))
+
+
+def process_job_message(body: bytes, dequeue_count: int, max_dequeue_count: int) -> str | None:
+    """One message of the jobs queue: None when done, else why it should be delivered again."""
+    from optouts.usecases.jobs import RetryLater
+
+    try:
+        get_job_service().process(body, dequeue_count, max_dequeue_count)
+    except RetryLater as retry:
+        return str(retry)
+    return None
 
 
 def get_readiness() -> ReadinessProbe:
@@ -444,12 +508,16 @@ def build_acs_client(settings: Settings, acs: AcsSettings) -> OptOutsClient:
 def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
     global _settings, _acs_settings, _aws_settings, _service, _processor, _audit_trail, _audit_indexer, _readiness
+    global _jobs
     with _lock:
         service, _service, _settings, _acs_settings, _processor = _service, None, None, None, None
         _aws_settings = None
         _readiness = None
         audit_trail, _audit_trail = _audit_trail, None
         indexer, _audit_indexer = _audit_indexer, None
+        jobs, _jobs = _jobs, None
+    if jobs is not None:
+        jobs.close()
     if service is not None:
         service.provider.close()
     if audit_trail is not None:

@@ -35,4 +35,9 @@ def test_benchmarks_run_and_render(restored_environment: None) -> None:
     audit = results["audit"]
     assert audit["indexed_numbers"] == audit["expected_numbers"] == 300  # every number's history was written
     assert audit["queued"]["fully_audited"] == audit["queued"]["messages"] == audit["queued"]["completed"]
+    assert "## 8. Jobs" in report
+    for size in ("small", "large"):  # every number of each job is in its report
+        assert results["jobs"][size]["state"] == "completed"
+        assert results["jobs"][size]["report_rows"] == results["jobs"][size]["count"]
+    assert results["jobs"]["rss_growth"] > 0
     assert '"overhead"' in to_json(results)

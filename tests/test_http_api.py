@@ -84,6 +84,10 @@ def test_indexed_function_metadata() -> None:
         "Health": ("health", ["GET"]),
         "GetOperation": ("operations/{operationId}", ["GET"]),
         "Readiness": ("health/ready", ["GET"]),
+        "CreateJob": ("jobs", ["POST"]),
+        "GetJob": ("jobs/{jobId}", ["GET"]),
+        "CancelJob": ("jobs/{jobId}", ["DELETE"]),
+        "GetJobReport": ("jobs/{jobId}/report", ["GET"]),
     }
     functions = registered_functions()
     for name, (route, methods) in expected.items():
@@ -95,7 +99,10 @@ def test_indexed_function_metadata() -> None:
     assert (queue_trigger.queue_name, queue_trigger.connection) == ("optout-requests", "AzureWebJobsStorage")
     index_trigger = functions["IndexAuditTrail"].get_trigger()  # type: ignore[attr-defined]
     assert (index_trigger.queue_name, index_trigger.connection) == ("optout-audit-index", "AzureWebJobsStorage")
-    assert set(functions) == set(expected) | {"ProcessOptOutRequest", "OpenApiDocument", "IndexAuditTrail"}
+    job_trigger = functions["ProcessJobMessage"].get_trigger()  # type: ignore[attr-defined]
+    assert (job_trigger.queue_name, job_trigger.connection) == ("optout-jobs", "AzureWebJobsStorage")
+    assert set(functions) == set(expected) | {"ProcessOptOutRequest", "OpenApiDocument", "IndexAuditTrail",
+                                              "ProcessJobMessage"}
 
 
 def test_remove_reports_every_number_in_order(gateway_env: AcsEmulator) -> None:

@@ -23,7 +23,7 @@ from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
 from devtools.aws_emulator.embedded import embed_if_needed
-from optouts.config import QueueSettings, SettingsError
+from optouts.config import JobSettings, QueueSettings, SettingsError
 
 from .host import LocalHost
 
@@ -135,8 +135,16 @@ def queue_lines(configured: dict[str, str], *, create: bool) -> list[str]:
         for name in queues:
             _create(QueueClient.from_connection_string(connection, name).create_queue)
         _create(ContainerClient.from_connection_string(connection, names.results_container).create_container)
-    return [f"  requests queue: {queues[0]}", f"  results queue:  {queues[1]}", f"  poison queue:   {queues[2]}",
-            f"  results blob container: {names.results_container}"]
+    lines = [f"  requests queue: {queues[0]}", f"  results queue:  {queues[1]}", f"  poison queue:   {queues[2]}",
+             f"  results blob container: {names.results_container}"]
+    try:
+        jobs = JobSettings.from_environ(configured)
+    except SettingsError as error:
+        return [*lines, f"  jobs: {error}"]
+    if create:  # where operators upload large lists (a job's blobUrl, a request's phoneNumbersBlob)
+        _create(ContainerClient.from_connection_string(configured["AzureWebJobsStorage"],
+                                                       jobs.uploads_container).create_container)
+    return [*lines, f"  jobs queue: {jobs.queue}", f"  uploads blob container: {jobs.uploads_container}"]
 
 
 def _create(create: object) -> None:

@@ -39,6 +39,10 @@ param resultsContainerName string
 param auditTableName string
 param auditContainerName string
 param auditIndexQueueName string
+param jobsQueueName string
+param jobsTableName string
+param jobsContainerName string
+param uploadsContainerName string
 param auditReconcileSeconds int
 
 param defaultSender string
@@ -106,6 +110,11 @@ var commonSettings = {
   OPTOUT_AUDIT_CONTAINER: auditContainerName
   OPTOUT_AUDIT_INDEX_QUEUE: auditIndexQueueName
   OPTOUT_AUDIT_RECONCILE_SECONDS: string(auditReconcileSeconds)
+  // Jobs (docs/jobs.md); their limits keep the code's defaults.
+  OPTOUT_JOBS_QUEUE: jobsQueueName
+  OPTOUT_JOBS_TABLE: jobsTableName
+  OPTOUT_JOBS_CONTAINER: jobsContainerName
+  OPTOUT_UPLOADS_CONTAINER: uploadsContainerName
   // WEBSITE_AUTH_ENABLED is not set here: App Service sets it when its authentication runs,
   // and only then does the audit trail treat X-MS-CLIENT-PRINCIPAL-* as verified.
 

@@ -29,6 +29,18 @@ param auditContainerName string
 @description('Queue that feeds the audit trail\'s indexer.')
 param auditIndexQueueName string
 
+@description('Queue of the jobs\' work items.')
+param jobsQueueName string
+
+@description('Table of the jobs and their counters.')
+param jobsTableName string
+
+@description('Blob container of the jobs\' inputs, report parts and reports.')
+param jobsContainerName string
+
+@description('Blob container operators upload large lists to (jobs\' blobUrl, queued requests\' phoneNumbersBlob).')
+param uploadsContainerName string
+
 @description('Days deleted blobs and containers stay recoverable.')
 @minValue(1)
 param deleteRetentionDays int = 7
@@ -101,6 +113,23 @@ resource auditContainer 'Microsoft.Storage/storageAccounts/blobServices/containe
   }
 }
 
+// Jobs' inputs and reports, and the lists operators upload: personal data, private.
+resource jobsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: jobsContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource uploadsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: uploadsContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -115,6 +144,8 @@ resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-
     '${requestsQueueName}-poison'
     auditIndexQueueName
     '${auditIndexQueueName}-poison'
+    jobsQueueName
+    '${jobsQueueName}-poison'
   ]: {
     parent: queueService
     name: queueName
@@ -131,6 +162,11 @@ resource auditTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023
   name: auditTableName
 }
 
+resource jobsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: jobsTableName
+}
+
 output name string = storage.name
 output id string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
@@ -141,6 +177,8 @@ output queueNames array = [
   '${requestsQueueName}-poison'
   auditIndexQueueName
   '${auditIndexQueueName}-poison'
+  jobsQueueName
+  '${jobsQueueName}-poison'
 ]
 output auditContainerName string = auditContainer.name
 output auditTableName string = auditTable.name

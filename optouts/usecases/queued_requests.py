@@ -33,7 +33,7 @@ from optouts.config import DEFAULT_REQUESTS_QUEUE, Settings, SettingsError
 from optouts.domain.commands import OptOutCommand, decode_json, is_valid_identifier, parse_command
 from optouts.domain.logtext import log_safe
 from optouts.domain.operations import Operation
-from optouts.domain.problems import Problem
+from optouts.domain.problems import Problem, validation_problem
 from optouts.domain.reports import OperationReport
 from optouts.usecases.service import OptOutService
 
@@ -176,6 +176,7 @@ class QueuedRequestProcessor:
         max_dequeue_count: int,
         time_budget: float | Callable[[str], float],
         requests_queue: str = DEFAULT_REQUESTS_QUEUE,
+        claim_check: Callable[[str, int], list[str]] | None = None,
     ) -> None:
         self._settings = settings
         self._service = service
@@ -183,6 +184,8 @@ class QueuedRequestProcessor:
         self._requests_queue = requests_queue  # the audit trail's "caller" for queued requests
         self._max_dequeue_count = max_dequeue_count
         self._time_budget = time_budget
+        #: (a `phoneNumbersBlob` reference, the most numbers allowed) -> the blob's numbers.
+        self._claim_check = claim_check
 
     def process(self, message: QueuedMessage) -> str:
         """Carry out one message; returns the terminal state published, or raises `RetryLater`.
@@ -205,13 +208,16 @@ class QueuedRequestProcessor:
         try:
             settings = self._settings()
             payload = decode_message(message.body, max_bytes=settings.max_body_bytes)
-            command = parse_command(payload, settings)
+            command = parse_command(self._claimed(payload, settings), settings)
         except Problem as problem:
             self._publisher.publish(_rejected(message, payload, problem))
             _logger.warning("queue message %s rejected: %s", log_safe(message.id), problem.code)
             return "rejected"
         except SettingsError as error:
             return self._retry_or_fail(message, None, "GatewayMisconfigured", str(error))
+        except AzureError as error:  # the claim check's blob could not be read now
+            return self._retry_or_fail(message, None, "StorageUnavailable",
+                                       f"the phoneNumbersBlob could not be read ({type(error).__name__})")
 
         try:
             audit = queue_context(self._requests_queue, command.correlation_id or message.id)
@@ -237,6 +243,23 @@ class QueuedRequestProcessor:
             )
         self._publisher.publish(_completed(message, command, report))
         return "completed"
+
+    def _claimed(self, payload: Any, settings: Settings) -> Any:
+        """The claim check: a message may name a blob of numbers (`phoneNumbersBlob`) instead
+        of carrying them, so its size is not bound by the queue's 64 KiB (docs/jobs.md)."""
+        if not isinstance(payload, dict) or "phoneNumbersBlob" not in payload:
+            return payload
+        reference = payload["phoneNumbersBlob"]
+        if "phoneNumbers" in payload:
+            raise validation_problem({"phoneNumbersBlob": ["send phoneNumbers or phoneNumbersBlob, not both"]})
+        if not isinstance(reference, str) or not reference.strip():
+            raise validation_problem({"phoneNumbersBlob": ["must be the name or URL of a blob in the uploads "
+                                                           "container"]})
+        if self._claim_check is None:
+            raise validation_problem({"phoneNumbersBlob": ["this gateway takes no claim checks"]})
+        numbers = self._claim_check(reference, settings.max_numbers)
+        return {**{key: value for key, value in payload.items() if key != "phoneNumbersBlob"},
+                "phoneNumbers": numbers}
 
     def _retry_or_fail(
         self,

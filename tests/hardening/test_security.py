@@ -56,7 +56,7 @@ def product_routes(host: LocalHost) -> list[tuple[str, str]]:
         if function.auth_level == "anonymous":
             continue
         path = "/api/" + function.route.template.replace("{phoneNumber}", "+14255550100").replace(
-            "{operationId}", UNKNOWN_OPERATION_ID)
+            "{operationId}", UNKNOWN_OPERATION_ID).replace("{jobId}", UNKNOWN_OPERATION_ID)
         routes += [(method, path) for method in sorted(function.methods)]
     return routes
 
@@ -70,8 +70,9 @@ WRONG_CODES = [*WRONG_KEYS, " " + KEY]
 
 def test_every_product_route_needs_a_function_key(gateway: LocalHost, http: RawClient) -> None:
     routes = product_routes(gateway)
-    # remove, add, check, single check, listing, history, health, readiness, operation record
-    assert len(routes) == 9
+    # remove, add, check, single check, listing, history, health, readiness, operation record;
+    # jobs: create, get, cancel, report
+    assert len(routes) == 13
     body = json.dumps({"phoneNumbers": ["+14255550100"]}).encode()
     for method, path in routes:
         payload = body if method == "POST" else None
@@ -84,8 +85,10 @@ def test_every_product_route_needs_a_function_key(gateway: LocalHost, http: RawC
             assert (answer.status, answer.body) == (401, b""), (method, path, answer.status)
         by_header = http.request(method, path, payload, headers)
         by_code = http.request(method, f"{path}?code={KEY}", payload, headers, key=None)
-        # Listing: the default sender is ACS's, which cannot list (501 once the key is right).
-        expected = 404 if UNKNOWN_OPERATION_ID in path else 501 if path == "/api/optouts" else 200
+        # Listing: the default sender is ACS's, which cannot list (501 once the key is right). Jobs
+        # take no phoneNumbers (400 once the key is right).
+        expected = 404 if UNKNOWN_OPERATION_ID in path else 501 if path == "/api/optouts" else \
+            400 if path == "/api/jobs" else 200
         assert by_header.status == expected and by_code.status == expected, (method, path, by_header.status,
                                                                              by_code.status)
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from optouts.config import AuditStorageSettings, QueueSettings, Settings, SettingsError
+from optouts.config import AuditStorageSettings, JobSettings, QueueSettings, Settings, SettingsError
 from optouts.providers.acs.settings import AcsSettings, AuthMode
 from tests.infra import bicep
 from tests.infra.bicep import Expr
@@ -205,6 +205,14 @@ def test_queue_settings_match_the_created_queues() -> None:
     assert queues.requests_queue == main_vars["requestsQueueName"]
     assert queues.results_queue == main_vars["resultsQueueName"]
     assert queues.results_container == main_vars["resultsContainerName"]
+
+
+def test_job_settings_match_the_created_resources() -> None:
+    jobs = JobSettings.from_environ(environment_for("managed-identity"))
+    main_vars = _main()["vars"]
+    assert (jobs.queue, jobs.table, jobs.container, jobs.uploads_container) == (
+        main_vars["jobsQueueName"], main_vars["jobsTableName"], main_vars["jobsContainerName"],
+        main_vars["uploadsContainerName"])
 
 
 def test_audit_settings_match_the_created_resources() -> None:

@@ -79,10 +79,13 @@ def test_storage_creates_queues_container_and_table_up_front() -> None:
     loop = bicep.text(queues[0].node)
     assert "requestsQueueName" in loop and "resultsQueueName" in loop and "'${requestsQueueName}-poison'" in loop
     assert "auditIndexQueueName" in loop and "'${auditIndexQueueName}-poison'" in loop
+    assert "jobsQueueName" in loop and "'${jobsQueueName}-poison'" in loop
     containers = {bicep.text(c.node) for c in storage.resources("Microsoft.Storage/storageAccounts/blobServices/containers")}
     assert any("name: resultsContainerName" in c for c in containers)
     assert any("name: deploymentContainerName" in c for c in containers)
     assert any("name: auditContainerName" in c for c in containers)
+    assert any("name: jobsContainerName" in c for c in containers)
+    assert any("name: uploadsContainerName" in c for c in containers)
     assert storage.resources("Microsoft.Storage/storageAccounts/tableServices/tables")
 
 

@@ -38,7 +38,10 @@ def azurite() -> Iterator[Azurite]:
 def gateway(azurite: Azurite) -> Iterator[LocalHost]:
     with AcsEmulator(owned_senders={SENDER, OTHER_SENDER}) as acs, running_gateway(
             acs.connection_string, azurite.connection_string, OPTOUT_MAX_NUMBERS=str(MAX_NUMBERS),
-            OPTOUT_TIME_BUDGET_SECONDS="20") as host:
+            OPTOUT_TIME_BUDGET_SECONDS="20",
+            # Jobs' work items picked up quickly (the host.json way), so a job ends within seconds.
+            AzureFunctionsJobHost__extensions__queues__visibilityTimeout="00:00:01",
+            AzureFunctionsJobHost__extensions__queues__maxPollingInterval="00:00:00.200") as host:
         yield host
 
 

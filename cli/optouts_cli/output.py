@@ -127,15 +127,19 @@ class ProgressView:
         self._last_plain_at = 0.0
 
     def __enter__(self) -> ProgressView:
-        if self._enabled and self._console.is_terminal:
+        return self
+
+    def _start_bar(self, total: int | None) -> tuple[Progress, TaskID]:
+        # Started at the first update, so that its first frame already shows the total.
+        if self._progress is None or self._task is None:
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                 TextColumn("{task.fields[state]}"), TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[eta]}"),
                 console=self._console, transient=False, auto_refresh=True, refresh_per_second=4,
             )
+            self._task = self._progress.add_task(self._label, total=total, state="", rate="", eta="")
             self._progress.start()
-            self._task = self._progress.add_task(self._label, total=None, state="", rate="", eta="")
-        return self
+        return self._progress, self._task
 
     def __exit__(self, *_: object) -> None:
         if self._progress is not None:
@@ -147,9 +151,9 @@ class ProgressView:
             return
         rate_text = f"{rate:,.0f}/s" if isinstance(rate, int | float) and rate > 0 else ""
         eta_text = f"eta {_duration(eta)}" if isinstance(eta, int | float) and eta >= 0 and not final else ""
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, completed=processed, total=total, state=state, rate=rate_text,
-                                  eta=eta_text)
+        if self._console.is_terminal:
+            bar, task = self._start_bar(total)
+            bar.update(task, completed=processed, total=total, state=state, rate=rate_text, eta=eta_text)
             return
         now = time.monotonic()
         changed_state = self._last_plain is None or self._last_plain[0] != state

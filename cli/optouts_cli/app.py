@@ -194,8 +194,8 @@ def _send_in_batches(gateway: Gateway, action: Action, numbers: list[str], batch
         code = failure.code or ("HttpStatus" + str(failure.status) if failure.status else "GatewayUnreachable")
         for number in numbers[len(results):]:
             results.append({"input": number, "phoneNumber": None, "status": "notSent",
-                            "error": {"code": code, "message": "not sent: the gateway refused or did not answer "
-                                      "an earlier call of this run"}})
+                            "error": {"code": code, "message": "not sent: the run stopped when the gateway refused "
+                                      "or did not answer a call (see the error)"}})
     summary = {"total": len(numbers), "succeeded": 0, "invalid": 0, "failed": 0, "notSent": 0}
     for result in results:
         status = result.get("status")

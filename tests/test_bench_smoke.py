@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from bench.__main__ import render, run, to_json
+from bench.__main__ import from_json, render, run, to_json
 from optouts import runtime
 
 
@@ -41,3 +41,11 @@ def test_benchmarks_run_and_render(restored_environment: None) -> None:
         assert results["jobs"][size]["report_rows"] == results["jobs"][size]["count"]
     assert results["jobs"]["rss_growth"] > 0
     assert '"overhead"' in to_json(results)
+
+    # `--only` re-runs one section and keeps the others' figures, read back from results.json.
+    previous = from_json(to_json(results))
+    assert previous["overhead"] == results["overhead"]  # Figures again, not dicts
+    again = run(smoke=True, only=["cold_start"], previous=previous)
+    assert again["overhead"] == results["overhead"] and again["bulk"] == previous["bulk"]
+    assert again["measured"]["cold_start"]["date"] >= results["measured"]["cold_start"]["date"]
+    assert render(again).count("## 3. Cold start") == 1

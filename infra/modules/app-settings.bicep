@@ -110,11 +110,17 @@ var commonSettings = {
   OPTOUT_AUDIT_CONTAINER: auditContainerName
   OPTOUT_AUDIT_INDEX_QUEUE: auditIndexQueueName
   OPTOUT_AUDIT_RECONCILE_SECONDS: string(auditReconcileSeconds)
-  // Jobs (docs/jobs.md); their limits keep the code's defaults.
+  // Jobs (docs/jobs.md), with the code's defaults.
   OPTOUT_JOBS_QUEUE: jobsQueueName
   OPTOUT_JOBS_TABLE: jobsTableName
   OPTOUT_JOBS_CONTAINER: jobsContainerName
   OPTOUT_UPLOADS_CONTAINER: uploadsContainerName
+  OPTOUT_JOB_MAX_BODY_BYTES: '16777216'
+  OPTOUT_JOB_MAX_ROWS: '1000000'
+  OPTOUT_JOB_MAX_BLOB_BYTES: '268435456'
+  OPTOUT_JOB_ITEM_SIZE: '1000'
+  OPTOUT_JOB_REPORT_SAS_MINUTES: '15'
+  OPTOUT_JOB_MAX_STREAMED_REPORT_BYTES: '67108864'
   // WEBSITE_AUTH_ENABLED is not set here: App Service sets it when its authentication runs,
   // and only then does the audit trail treat X-MS-CLIENT-PRINCIPAL-* as verified.
 

@@ -153,12 +153,13 @@ class WorkItem:
     @classmethod
     def from_message(cls, message: Mapping[str, Any]) -> WorkItem:
         values = [message.get(name) for name in ("index", "offset", "length", "firstRow", "count")]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        numbers = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
+        if len(numbers) != len(values):
             raise ValueError("a work item's index, offset, length, firstRow and count are whole numbers")
         job_id = message.get("jobId")
         if not (isinstance(job_id, str) and JOB_ID_PATTERN.fullmatch(job_id)):
             raise ValueError("a work item names its job by id")
-        index, offset, length, first_row, count = (int(v) for v in values)
+        index, offset, length, first_row, count = numbers
         return cls(job_id, index, offset, length, first_row, count)
 
 

@@ -26,7 +26,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -729,8 +729,8 @@ def read_number_blob(uploads: ContainerClient, name: str, *, max_bytes: int, max
                                  code="BlobNotFound") from None
     if properties.size > max_bytes:
         raise Problem(413, "BlobTooLarge", "Payload too large", f"the blob is larger than {max_bytes} bytes")
-    reader = NumberListReader(blob.download_blob().chunks(), blob_format(name, properties.content_settings.content_type),
-                              max_rows=max_numbers)
+    list_format = blob_format(name, properties.content_settings.content_type)
+    reader = NumberListReader(blob.download_blob().chunks(), list_format, max_rows=max_numbers)
     try:
         return list(reader.cells())
     except Problem as problem:

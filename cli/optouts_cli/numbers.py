@@ -8,8 +8,10 @@ import io
 from collections.abc import Iterable
 from pathlib import Path
 
-#: Header names (compared without case, spaces, `_` or `-`) that mark the column of numbers.
-NUMBER_COLUMNS = ("phonenumber", "phone", "number", "msisdn", "e164", "mobile", "mobilenumber", "phonenumbers")
+#: Header names (compared without case, spaces, `_`, `-` or `.`) that mark the column of numbers: the
+#: names the jobs API recognizes (docs/jobs.md), so a file reads the same sent directly or as a job.
+NUMBER_COLUMNS = ("phonenumber", "phone", "number", "msisdn", "e164", "mobile", "mobilenumber", "cell", "tel",
+                  "telephone", "phonenumbers")
 #: The largest file read: far above any list an operator handles, small enough for memory.
 MAX_FILE_BYTES = 256 * 1024 * 1024
 #: A single cell longer than this is not a phone number; the gateway would refuse it anyway.

@@ -38,7 +38,7 @@ from optouts.domain.problems import Problem
 from optouts.usecases.queued_requests import QueuedMessage, QueuedRequestProcessor, RetryLater
 from optouts.usecases.service import OptOutService
 
-from .conftest import OTHER_SENDER, SENDER, fast_client
+from .conftest import OTHER_SENDER, SENDER, azurite_for_module, fast_client
 from .test_http_api import assert_problem, body_of, call
 
 NUMBER = "+14255550142"
@@ -54,7 +54,7 @@ class WorkerDied(BaseException):
 
 @pytest.fixture(scope="module")
 def azurite() -> Iterator[Azurite]:
-    with Azurite() as running:
+    with azurite_for_module() as running:
         yield running
 
 

@@ -32,7 +32,7 @@ from optouts.usecases.queued_requests import (
     RetryLater,
 )
 
-from .conftest import OTHER_SENDER, SENDER, fast_client
+from .conftest import OTHER_SENDER, SENDER, azurite_for_module, fast_client
 from .test_http_api import body_of, call
 
 SPANS = InMemorySpanExporter()
@@ -72,7 +72,7 @@ def sdk() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def azurite() -> Iterator[Azurite]:
-    with Azurite() as running:
+    with azurite_for_module() as running:
         yield running
 
 

@@ -12,10 +12,11 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import audit_trail, aws_throughput, client_overhead, cold_start, js_sdk, queue_throughput
+from . import audit_trail, aws_throughput, client_overhead, cold_start, js_sdk, load, queue_throughput
 from .measure import Figure, machine, summarize
 
 HERE = Path(__file__).resolve().parent
@@ -32,24 +33,40 @@ BUDGETS = {
 }
 
 
-def run(smoke: bool) -> dict[str, Any]:
-    results: dict[str, Any] = {"machine": machine(), "smoke": smoke}
+def sections(smoke: bool) -> dict[str, Callable[[], dict[str, Any]]]:
+    """Each section's run, by name; a section sets the results.json keys it returns. Figures compared with each
+    other (a ratio) are always measured within one section, side by side."""
     latency_ms = 5.0 if smoke else LATENCY_MS
     count = 300 if smoke else 10_000
-    results["latency_ms"] = latency_ms
-    results["overhead"] = client_overhead.overhead(runs=3 if smoke else 60, latency_ms=latency_ms)
-    results["bulk"] = _bulk_in_child(count=count, latency_ms=latency_ms, runs=1 if smoke else 5)
-    results["js_sdk_seconds"] = js_sdk.sequential_remove(count=count, latency_ms=latency_ms)
-    results["cold_start"] = cold_start.cold_start(runs=1 if smoke else 10)
-    results["queue"] = queue_throughput.queue_throughput(count=20 if smoke else 1_000)
-    try:
-        from . import load  # the load benchmark (32 callers against the local host)
-    except ImportError:
-        load = None  # type: ignore[assignment]
-    if load is not None:
-        results["load"] = load.load(callers=4, requests=40) if smoke else load.load()
-    results["audit"] = audit_trail.audit_trail(smoke)
-    results["aws"] = aws_throughput.for_bench(smoke)
+
+    def bulk() -> dict[str, Any]:
+        # The JS SDK's ratio is to the gateway's bulk figure: both in one section.
+        return {"bulk": _bulk_in_child(count=count, latency_ms=latency_ms, runs=1 if smoke else 5),
+                "js_sdk_seconds": js_sdk.sequential_remove(count=count, latency_ms=latency_ms)}
+
+    return {
+        "overhead": lambda: {"overhead": client_overhead.overhead(runs=3 if smoke else 60, latency_ms=latency_ms)},
+        "bulk": bulk,
+        "cold_start": lambda: {"cold_start": cold_start.cold_start(runs=1 if smoke else 10)},
+        "queue": lambda: {"queue": queue_throughput.queue_throughput(count=20 if smoke else 1_000)},
+        "load": lambda: {"load": load.load(callers=4, requests=40) if smoke else load.load()},
+        "audit": lambda: {"audit": audit_trail.audit_trail(smoke)},
+        "aws": lambda: {"aws": aws_throughput.for_bench(smoke)},
+    }
+
+
+def run(smoke: bool, only: Sequence[str] = (), previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every section, or only those named, keeping the other sections' figures from `previous`."""
+    results: dict[str, Any] = dict(previous or {})
+    results.update({"smoke": smoke, "latency_ms": 5.0 if smoke else LATENCY_MS})
+    measured: dict[str, Any] = dict(results.get("measured", {}))
+    for name, section in sections(smoke).items():
+        if only and name not in only:
+            continue
+        results.update(section())
+        measured[name] = machine()
+    results["measured"] = measured
+    results["machine"] = machine()
     return results
 
 
@@ -79,7 +96,9 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"Measured {facts['date']} on Python {facts['python']}, {facts['platform']}, {facts['cpus']} CPUs.",
+        f"Measured on Python {facts['python']}, {facts['platform']}, {facts['cpus']} CPUs, "
+        f"Azurite {_azurite(results)}; "
+        f"{_when(results.get('measured', {}), facts)}",
         "Everything on 127.0.0.1; the ACS emulator and Azurite run as separate processes. Reproduce with `make bench`.",
         "Figures are min / median / max; ratios compare medians measured side by side in this run.",
         f"The ACS emulator answers {latency:g} ms late, the order of ACS's real round trip: budgets are measured "
@@ -167,8 +186,6 @@ def render(results: dict[str, Any]) -> str:
         "of it.",
     ]
     if "load" in results:
-        from . import load
-
         lines += ["", load.render_load(results["load"])]
     if "audit" in results:
         lines += audit_trail.render(results["audit"])
@@ -176,6 +193,32 @@ def render(results: dict[str, Any]) -> str:
         lines += aws_throughput.render_section(results["aws"])
     lines.append("")
     return "\n".join(lines)
+
+
+def _azurite(results: dict[str, Any]) -> str:
+    versions = {name: str(m.get("azurite", "unknown")) for name, m in results.get("measured", {}).items()}
+    if len(set(versions.values())) <= 1:
+        return next(iter(versions.values()), str(results["machine"].get("azurite", "unknown")))
+    return ", ".join(f"{version} ({name})" for name, version in versions.items())
+
+
+def _when(measured: dict[str, Any], facts: dict[str, Any]) -> str:
+    dates = {name: str(m["date"]) for name, m in measured.items()}
+    if len({d[:13] for d in dates.values()}) <= 1:  # the same hour: one run
+        return f"measured {facts['date']} in one run."
+    return ("sections measured in separate runs (`--only`), each side by side within itself: "
+            + ", ".join(f"{name} {date}" for name, date in dates.items()) + ".")
+
+
+def from_json(text: str) -> dict[str, Any]:
+    """results.json back into results, its figures as Figure again."""
+    def decode(value: dict[str, Any]) -> Any:
+        return Figure(**value) if set(value) == FIGURE_FIELDS else value
+
+    return json.loads(text, object_hook=decode)  # type: ignore[no-any-return]
+
+
+FIGURE_FIELDS = {"name", "runs", "min", "median", "max"}
 
 
 def to_json(results: dict[str, Any]) -> str:
@@ -193,12 +236,24 @@ def main() -> None:
     parser.add_argument("--record", action="store_true",
                         help="write the committed bench/RESULTS.md and bench/results.json (`make bench RECORD=1`); "
                              "otherwise the results go to the untracked bench/out/")
+    parser.add_argument("--only", default="", metavar="SECTION[,SECTION]",
+                        help=f"run only these sections ({', '.join(sections(False))}) and keep the others' "
+                             "figures from the results.json being rewritten")
     args = parser.parse_args()
-    results = run(args.smoke)
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(only) - set(sections(args.smoke)))
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(unknown)}")
+    target = HERE if args.record else HERE / "out"
+    previous = None
+    if only and (target / "results.json").exists():
+        previous = from_json((target / "results.json").read_text(encoding="utf-8"))
+    elif only and not args.smoke:
+        parser.error(f"--only keeps the other sections from {target / 'results.json'}, which does not exist yet")
+    results = run(args.smoke, only, previous)
     report = render(results)
     print(report)
     if not args.smoke:
-        target = HERE if args.record else HERE / "out"
         target.mkdir(exist_ok=True)
         (target / "RESULTS.md").write_text(report, encoding="utf-8")
         (target / "results.json").write_text(to_json(results) + "\n", encoding="utf-8")

@@ -64,7 +64,7 @@ def throughput(*, removes: int, checks: int, runs: int, rates: dict[str, float],
                 figure = summarize(f"{name} {count} numbers ({calls} {action} calls)", samples)
                 # Sustained rate: n paced calls span n-1 intervals (plus one call's latency).
                 achieved = max(calls - 1, 1) / figure.median
-                results[name] = {"figure": figure.as_dict(), "calls": calls,
+                results[name] = {"figure": figure, "calls": calls,
                                  "calls_per_second": achieved, "vs_quota": achieved / rates[action]}
             results["throttled"] = aws.throttled()
         finally:
@@ -77,7 +77,7 @@ def render(results: dict[str, Any]) -> str:
     for name in ("remove", "check"):
         data = results[name]
         verdict = "meets" if data["vs_quota"] >= BUDGET_VS_QUOTA else "MISSES"
-        lines.append(f"  {data['figure']['name']}: median {data['figure']['median']:.2f} s, "
+        lines.append(f"  {data['figure'].name}: median {data['figure'].median:.2f} s, "
                      f"{data['calls_per_second']:.2f} calls/s = {data['vs_quota']:.2f}x the quota "
                      f"({verdict} the {BUDGET_VS_QUOTA}x budget)")
     lines.append(f"  ThrottlingExceptions drawn: {results['throttled']}")
@@ -104,7 +104,7 @@ def render_section(results: dict[str, Any]) -> list[str]:
     for name in ("remove", "check"):
         data = results[name]
         figure = data["figure"]
-        lines.append(f"| {figure['name']} | {figure['runs']} | {figure['median']:.2f} | "
+        lines.append(f"| {figure.name} | {figure.runs} | {figure.median:.2f} | "
                      f"{data['calls_per_second']:.2f} | **{data['vs_quota']:.2f}x** "
                      f"({'within' if data['vs_quota'] >= BUDGET_VS_QUOTA else 'OVER'} budget) |")
     lines += ["", f"ThrottlingExceptions drawn: {results['throttled']}."]
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = for_bench(args.smoke)
     print(render(results))
-    print(json.dumps(results))
+    print(json.dumps(results, default=lambda figure: figure.as_dict()))
 
 
 if __name__ == "__main__":

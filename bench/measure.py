@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from devtools.azurite import azurite_version
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -57,4 +59,5 @@ def machine() -> dict[str, object]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "azurite": azurite_version(),
     }

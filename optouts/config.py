@@ -9,6 +9,7 @@ reported as a `SettingsError` naming the setting, when a function first needs it
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -196,7 +197,7 @@ class AuditStorageSettings(EnvironSettings):
 
 
 @dataclass(frozen=True)
-class QueueSettings:
+class QueueSettings(EnvironSettings):
     """Where queued requests come from and results go. Independent of how ACS is
     reached, so a `failed` result can be published even when ACS settings are broken."""
 
@@ -204,20 +205,6 @@ class QueueSettings:
     results_queue: str
     results_container: str
     time_budget_seconds: float
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> QueueSettings:
-        reader = _Reader(os.environ if environ is None else environ)
-        settings = cls._read(reader)
-        if reader.problems:
-            raise reader.problems[0]
-        return settings
-
-    @classmethod
-    def problems(cls, environ: Mapping[str, str] | None = None) -> list[SettingsError]:
-        reader = _Reader(os.environ if environ is None else environ)
-        cls._read(reader)
-        return reader.problems
 
     @classmethod
     def _read(cls, env: _Reader) -> QueueSettings:
@@ -339,8 +326,8 @@ def _number(env: Mapping[str, str] | _Reader, name: str, default: float, *, mini
         value = float(raw)
     except ValueError:
         return _refuse(env, SettingsError(name, "must be a number"), default)
-    if value < minimum:
-        return _refuse(env, SettingsError(name, f"must be at least {minimum:g}"), default)
+    if not minimum <= value < math.inf:  # NaN and infinity too: int() of either raises
+        return _refuse(env, SettingsError(name, f"must be a finite number of at least {minimum:g}"), default)
     return value
 
 

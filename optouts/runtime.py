@@ -128,15 +128,9 @@ def settings_problems(environ: Mapping[str, str] | None = None) -> list[Settings
     """What is wrong with the app settings: each provider's, then the gateway's (startup logs
     them, readiness reports them); one message per problem, never a value."""
     env = os.environ if environ is None else environ
-    return (AcsSettings.problems(env) if uses_acs(env) else []) + _aws_problems(env) + all_problems(env)
+    return (AcsSettings.problems(env) if uses_acs(env) else []) + AwsSettings.problems(env) + all_problems(env)
 
 
-def _aws_problems(env: Mapping[str, str]) -> list[SettingsError]:
-    try:
-        AwsSettings.from_environ(env)
-    except SettingsError as error:
-        return [error]
-    return []
 
 
 #: Any of these configures a way to reach ACS (optouts/providers/acs/settings.py).

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from bench.__main__ import render, run, to_json
+from bench.__main__ import from_json, render, run, to_json
 from optouts import runtime
 
 
@@ -36,3 +36,11 @@ def test_benchmarks_run_and_render(restored_environment: None) -> None:
     assert audit["indexed_numbers"] == audit["expected_numbers"] == 300  # every number's history was written
     assert audit["queued"]["fully_audited"] == audit["queued"]["messages"] == audit["queued"]["completed"]
     assert '"overhead"' in to_json(results)
+
+    # `--only` re-runs one section and keeps the others' figures, read back from results.json.
+    previous = from_json(to_json(results))
+    assert previous["overhead"] == results["overhead"]  # Figures again, not dicts
+    again = run(smoke=True, only=["cold_start"], previous=previous)
+    assert again["overhead"] == results["overhead"] and again["bulk"] == previous["bulk"]
+    assert again["measured"]["cold_start"]["date"] >= results["measured"]["cold_start"]["date"]
+    assert render(again).count("## 3. Cold start") == 1

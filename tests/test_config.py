@@ -46,7 +46,9 @@ def test_unresolved_key_vault_reference_is_detected() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("OPTOUT_MAX_NUMBERS", "lots"), ("OPTOUT_MAX_CONCURRENCY", "0"), ("ACS_ALLOW_INSECURE_BEARER", "maybe")],
+    [("OPTOUT_MAX_NUMBERS", "lots"), ("OPTOUT_MAX_CONCURRENCY", "0"), ("ACS_ALLOW_INSECURE_BEARER", "maybe"),
+     # int() of either would raise ValueError/OverflowError past the settings check.
+     ("OPTOUT_MAX_NUMBERS", "nan"), ("OPTOUT_MAX_NUMBERS", "inf"), ("OPTOUT_TIME_BUDGET_SECONDS", "-inf")],
 )
 def test_broken_numbers_and_flags_name_the_setting(name: str, value: str) -> None:
     read = AcsSettings.from_environ if name.startswith("ACS_") else Settings.from_environ

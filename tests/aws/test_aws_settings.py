@@ -48,6 +48,18 @@ def test_bad_settings_name_the_setting(env: dict[str, str], setting: str) -> Non
     assert raised.value.setting == setting
 
 
+def test_every_problem_is_listed_at_once_and_the_first_is_raised() -> None:
+    """As the gateway's and ACS's settings: an operator sees everything to fix in one startup log."""
+    env = {**BASE, "AWS_REGION": "Mars", "OPTOUT_AWS_SENDERS": "BRAND", "OPTOUT_AWS_MAX_INSTANCES": "0",
+           "OPTOUT_AWS_ROLE_SESSION_NAME": "x"}
+    problems = AwsSettings.problems(env)
+    assert [p.setting for p in problems] == ["OPTOUT_AWS_SENDERS", "AWS_REGION", "OPTOUT_AWS_MAX_INSTANCES",
+                                             "OPTOUT_AWS_ROLE_SESSION_NAME"]
+    with pytest.raises(SettingsError) as raised:
+        AwsSettings.from_environ(env)
+    assert raised.value.setting == "OPTOUT_AWS_SENDERS"
+
+
 def test_the_service_endpoint_wins_over_the_global_one() -> None:
     parsed = settings(AWS_ENDPOINT_URL="https://global.example", AWS_ENDPOINT_URL_PINPOINT_SMS_VOICE_V2="http://127.0.0.1:8090")
     assert parsed.endpoint_url == "http://127.0.0.1:8090"

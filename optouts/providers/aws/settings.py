@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from optouts.config import SettingsError
+# One way to read a setting, collecting every problem (optouts.config).
+from optouts.config import EnvironSettings, _number, _Reader, _text
 
 PUT = "PutOptedOutNumber"
 DELETE = "DeleteOptedOutNumber"
@@ -62,7 +62,7 @@ class AwsCredentialMode(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class AwsSettings:
+class AwsSettings(EnvironSettings):
     #: sender → opt-out list name or ARN; None: looked up from the number (DescribePhoneNumbers).
     senders: Mapping[str, str | None]
     region: str | None
@@ -96,14 +96,13 @@ class AwsSettings:
         return sender in self.senders
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
-        env = os.environ if environ is None else environ
+    def _read(cls, env: _Reader) -> AwsSettings:
         senders = _senders(env)
         region = _text(env, "AWS_REGION") or _text(env, "AWS_DEFAULT_REGION")
         if region is not None and not _REGION.fullmatch(region):
-            raise SettingsError("AWS_REGION", "must be an AWS region such as us-east-1")
+            env.problem("AWS_REGION", "must be an AWS region such as us-east-1")
         if senders and region is None:
-            raise SettingsError("AWS_REGION", "is required when OPTOUT_AWS_SENDERS is set")
+            env.problem("AWS_REGION", "is required when OPTOUT_AWS_SENDERS is set")
         endpoint_url = _endpoint(env, "AWS_ENDPOINT_URL_PINPOINT_SMS_VOICE_V2") or _endpoint(env, "AWS_ENDPOINT_URL")
         sts_endpoint_url = _endpoint(env, "AWS_ENDPOINT_URL_STS") or _endpoint(env, "AWS_ENDPOINT_URL")
 
@@ -115,20 +114,20 @@ class AwsSettings:
         role_arn = _text(env, "OPTOUT_AWS_ROLE_ARN")
         secret_name = _text(env, "OPTOUT_AWS_ACCESS_KEY_SECRET_NAME")
         key_vault_url = _text(env, "OPTOUT_AWS_KEY_VAULT_URL") or _text(env, "KEY_VAULT_URL")
+        mode = AwsCredentialMode.DEFAULT_CHAIN
         if role_arn is not None:
             if not _ROLE_ARN.fullmatch(role_arn):
-                raise SettingsError("OPTOUT_AWS_ROLE_ARN", "must be an IAM role ARN such as "
-                                                           "arn:aws:iam::123456789012:role/NAME")
+                env.problem("OPTOUT_AWS_ROLE_ARN", "must be an IAM role ARN such as "
+                                                   "arn:aws:iam::123456789012:role/NAME")
             mode = AwsCredentialMode.WEB_IDENTITY
         elif secret_name is not None:
             if key_vault_url is None:
-                raise SettingsError("KEY_VAULT_URL", "is required with OPTOUT_AWS_ACCESS_KEY_SECRET_NAME")
+                env.problem("KEY_VAULT_URL", "is required with OPTOUT_AWS_ACCESS_KEY_SECRET_NAME")
             mode = AwsCredentialMode.KEY_VAULT
-        else:
-            mode = AwsCredentialMode.DEFAULT_CHAIN
         session_name = _text(env, "OPTOUT_AWS_ROLE_SESSION_NAME") or DEFAULT_ROLE_SESSION_NAME
         if not _SESSION_NAME.fullmatch(session_name):
-            raise SettingsError("OPTOUT_AWS_ROLE_SESSION_NAME", "must be 2-64 characters of letters, digits and =,.@-_")
+            env.problem("OPTOUT_AWS_ROLE_SESSION_NAME", "must be 2-64 characters of letters, digits and =,.@-_")
+            session_name = DEFAULT_ROLE_SESSION_NAME
 
         return cls(
             senders=senders,
@@ -172,7 +171,7 @@ class AwsSettings:
         }
 
 
-def _senders(env: Mapping[str, str]) -> dict[str, str | None]:
+def _senders(env: _Reader) -> dict[str, str | None]:
     senders: dict[str, str | None] = {}
     for part in env.get("OPTOUT_AWS_SENDERS", "").split(","):
         part = part.strip()
@@ -181,17 +180,17 @@ def _senders(env: Mapping[str, str]) -> dict[str, str | None]:
         sender, separator, list_name = (piece.strip() for piece in part.partition("="))
         sender = _comparable_sender(sender)
         if not sender:
-            raise SettingsError("OPTOUT_AWS_SENDERS", "each entry must be sender=optOutListName or a bare sender")
-        if separator:
-            if not _LIST_NAME.fullmatch(list_name):
-                raise SettingsError("OPTOUT_AWS_SENDERS", f"the opt-out list for {sender[:32]!r} must be a list "
-                                                          "name or ARN (letters, digits, _ : / -)")
+            env.problem("OPTOUT_AWS_SENDERS", "each entry must be sender=optOutListName or a bare sender")
+        elif separator and not _LIST_NAME.fullmatch(list_name):
+            env.problem("OPTOUT_AWS_SENDERS", f"the opt-out list for {sender[:32]!r} must be a list "
+                                              "name or ARN (letters, digits, _ : / -)")
+        elif separator:
             senders[sender] = list_name
+        elif not (_E164.fullmatch(sender) or _PHONE_ID.fullmatch(sender)):
+            env.problem("OPTOUT_AWS_SENDERS", f"{sender[:32]!r} has no opt-out list: only an E.164 "
+                                              "number or a phone number id can be looked up; write "
+                                              "sender=optOutListName")
         else:
-            if not (_E164.fullmatch(sender) or _PHONE_ID.fullmatch(sender)):
-                raise SettingsError("OPTOUT_AWS_SENDERS", f"{sender[:32]!r} has no opt-out list: only an E.164 "
-                                                          "number or a phone number id can be looked up; write "
-                                                          "sender=optOutListName")
             senders[sender] = None
     return senders
 
@@ -202,17 +201,19 @@ def _comparable_sender(sender: str) -> str:
     return compact if compact.startswith("+") and compact[1:].isdigit() else sender
 
 
-def _endpoint(env: Mapping[str, str], name: str) -> str | None:
+def _endpoint(env: _Reader, name: str) -> str | None:
     url = _text(env, name)
     if url is None:
         return None
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise SettingsError(name, "must be an https:// URL")
+        env.problem(name, "must be an https:// URL")
+        return None
     # SigV4 never sends the secret, but temporary credentials' session token travels in a
     # header: plain http is for a loopback emulator only.
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise SettingsError(name, "must be https:// (plain http is only for a loopback emulator)")
+        env.problem(name, "must be https:// (plain http is only for a loopback emulator)")
+        return None
     return url
 
 
@@ -223,21 +224,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _text(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name, "").strip()
-    return value or None
-
-
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
-    raw = _text(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(name, "must be a number") from None
-    if not value >= minimum or value == float("inf"):
-        raise SettingsError(name, f"must be at least {minimum:g}")
-    return value

@@ -49,7 +49,8 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/test_telemetry.py",
     ),
     "optouts/usecases/queued_requests.py": (
-        "tests/test_queued_requests.py", "tests/test_usecases_fake_provider.py", "tests/test_service_audit.py",
+        "tests/test_queued_results.py", "tests/test_queued_requests.py", "tests/test_usecases_fake_provider.py",
+        "tests/test_service_audit.py",
         "tests/test_telemetry.py",
     ),
     "optouts/providers/acs/client.py": (

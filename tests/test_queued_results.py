@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ServiceRequestError
+from azure.core.exceptions import HttpResponseError, ServiceRequestError
 
 from optouts.config import Settings
 from optouts.domain.operations import Operation
@@ -250,3 +250,40 @@ def test_a_message_id_that_is_not_a_plain_id_is_no_correlation_id() -> None:
         fake.close()
     (result,) = published(queue)
     assert "correlationId" not in result and result["messageId"] == "not a plain id!"
+
+
+class RefusingQueue(MemoryQueue):
+    """A results queue that refuses the first message with HTTP `status` (None: no status at all)."""
+
+    def __init__(self, status: int | None) -> None:
+        super().__init__()
+        self.status, self.refused = status, False
+
+    def send_message(self, text: str) -> None:
+        if not self.refused:
+            self.refused = True
+            error = HttpResponseError("the queue said no")
+            error.status_code = self.status
+            raise error
+        super().send_message(text)
+
+
+@pytest.mark.parametrize("status", [400, 413, 499])
+def test_a_result_the_queue_refuses_goes_out_without_its_details(status: int, caplog: pytest.LogCaptureFixture) -> None:
+    queue = RefusingQueue(status)
+    caplog.set_level(logging.ERROR, logger="optouts.usecases.queued_requests")
+    ResultPublisher(queue, None).publish({**large(), "results": [{"status": "succeeded"}]})
+    assert published(queue) == [{
+        "correlationId": "c-1", "messageId": MESSAGE_ID, "status": "completed", "completedAt": "2026-01-01T00:00:00.000Z",
+        "error": {"code": "ResultsNotDelivered", "message": "the results queue refused the full result"}}]
+    assert caplog.record_tuples == [(
+        "optouts.usecases.queued_requests", logging.ERROR,
+        f"results queue refused the result of message {MESSAGE_ID} (HTTP {status}); sending it without details")]
+
+
+@pytest.mark.parametrize("status", [None, 399, 500, 503])
+def test_a_results_queue_that_fails_otherwise_raises_so_the_message_is_retried(status: int | None) -> None:
+    queue = RefusingQueue(status)
+    with pytest.raises(HttpResponseError):
+        ResultPublisher(queue, None).publish({**large(), "results": []})
+    assert queue.messages == []

@@ -24,6 +24,7 @@ from optouts.providers.acs import (
     StaticAccessKey,
     parse_connection_string,
 )
+from optouts.domain.operations import Operation
 from optouts.providers.base import RecipientOutcome
 
 from .conftest import SENDER, fast_client
@@ -399,3 +400,38 @@ def test_text_that_utf8_cannot_carry_still_reaches_acs_as_escaped_json() -> None
     (_, body), = seen
     assert body.isascii() and b"\\ud800" in body
     assert json.loads(body)["from"] == "+1800555\ud800"
+
+
+def test_every_call_says_it_sends_and_accepts_json() -> None:
+    seen = _with_recording_acs(lambda client: client.add(SENDER, numbers(1)))
+    ((headers, _),) = seen
+    assert (headers["Content-Type"], headers["Accept"]) == ("application/json", "application/json")
+
+
+def test_the_time_budget_of_one_call_is_the_one_spent(emulator: AcsEmulator, client: OptOutsClient) -> None:
+    for send in (client.add, client.remove, client.check):
+        with pytest.raises(AcsUnavailableError):  # spent before anything was sent
+            send(SENDER, numbers(1), time_budget=0)
+    assert calls(emulator) == 0
+    assert client.run(Operation.ADD, SENDER, numbers(2), time_budget=0.5)[1].succeeded  # half a second is enough
+    with pytest.raises(AcsUnavailableError):
+        client.run(Operation.CHECK, SENDER, numbers(1), time_budget=0)
+    assert calls(emulator) == 1 and emulator.opted_out(SENDER) == set(numbers(2))
+
+
+class _RefusingAcs(JsonHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_json(400, {"error": {"code": "InvalidApiVersion", "message": "that api-version is unknown"}})
+
+
+def test_a_call_acs_refuses_names_acss_own_error() -> None:
+    server = LocalServer(_RefusingAcs, owner=[], tls=False)
+    key = base64.b64encode(b"k" * 32).decode()
+    try:
+        with fast_client(f"endpoint={server.base_url}/;accesskey={key}") as client:
+            with pytest.raises(AcsBadRequestError) as raised:
+                client.add(SENDER, numbers(1))
+    finally:
+        server.close()
+    assert str(raised.value) == "ACS rejected the call (400): InvalidApiVersion: that api-version is unknown"

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import time
+from typing import Any
 
 import pytest
+from azure.core.exceptions import ClientAuthenticationError
 
 from optouts.domain.operations import Operation
 from optouts.providers.acs import AcsThrottledError, AcsUnavailableError, OptOutsClient, StaticAccessKey
 from optouts.providers.acs import client as acs
-from optouts.providers.acs.errors import InsecureEndpointError
+from optouts.providers.acs.errors import CredentialUnavailableError, InsecureEndpointError
 from optouts.providers.base import RecipientOutcome, RecipientResult
 from optouts.providers.fanout import ChunkAnswer
 
@@ -223,3 +227,32 @@ def test_the_concurrency_must_be_at_least_one() -> None:
     with pytest.raises(ValueError, match="max_concurrency"):
         OptOutsClient("https://x.communication.azure.com", KEY, max_concurrency=0)
     OptOutsClient("https://x.communication.azure.com", KEY, max_concurrency=1).close()
+
+
+# -- a chunk that is not sent, or not answered ---------------------------------------------------------
+
+def test_a_chunk_whose_deadline_has_passed_is_not_sent() -> None:
+    with OptOutsClient("http://127.0.0.1:1", KEY) as client:
+        answer = client._send_chunk(Operation.ADD, "+18005550100", [A, B], time.monotonic() - 1)
+    assert answer == acs._whole_call_failure([A, B], None, None, "time budget exhausted before the call was sent")
+
+
+def test_a_chunk_nobody_answers_fails_transiently_naming_the_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with OptOutsClient(f"http://127.0.0.1:{port}", KEY, retry_total=0) as client:
+        answer = client._send_chunk(Operation.ADD, "+18005550100", [A], time.monotonic() + 10)
+    assert answer == acs._whole_call_failure([A], None, None, "no answer from ACS (ServiceRequestError)")
+
+
+class _NoToken:
+    def get_token(self, *scopes: str, **kwargs: object) -> Any:
+        raise ClientAuthenticationError("the identity endpoint said no: secret-ish detail")
+
+
+def test_a_token_that_cannot_be_obtained_is_a_credential_error_without_its_text() -> None:
+    with OptOutsClient("http://127.0.0.1:1", _NoToken(), allow_insecure_bearer=True) as client:  # type: ignore[arg-type]
+        with pytest.raises(CredentialUnavailableError) as raised:
+            client.add("+18005550100", [A])
+    assert str(raised.value) == "could not get a token for ACS (ClientAuthenticationError)"

@@ -14,6 +14,7 @@ from azure.core.credentials import AccessToken
 
 from devtools.acs_emulator import AcsEmulator, FaultConfig
 from devtools.azure_standins._server import JsonHandler, LocalServer
+from optouts.domain.operations import Operation
 from optouts.providers.acs import (
     AcsAuthenticationError,
     AcsBadRequestError,
@@ -24,7 +25,6 @@ from optouts.providers.acs import (
     StaticAccessKey,
     parse_connection_string,
 )
-from optouts.domain.operations import Operation
 from optouts.providers.base import RecipientOutcome
 
 from .conftest import SENDER, fast_client

@@ -53,4 +53,4 @@ $(MUTATION_READY): $(PY_READY) requirements-mutation.txt
 	touch $@
 
 mutation: $(MUTATION_READY) $(NODE_READY)
-	$(BIN)/python -m devtools.mutation $(MODULES)
+	$(BIN)/python -m devtools.mutation $(if $(JOBS),--jobs $(JOBS)) $(MODULES)

@@ -32,6 +32,7 @@ from optouts.audit.index import AuditIndexer
 from optouts.audit.sinks import MAX_BATCH_EVENTS, EventPublisher, QueueSink
 from optouts.audit.trail import (
     AuditTrail,
+    EndUserChange,
     NumberOutcome,
     OperationIntent,
     OperationOutcome,
@@ -222,6 +223,21 @@ def test_a_keyword_operation_emits_like_any_other(events_env: dict[str, str], az
     (event,) = read_events(azurite, events_env["events"])
     assert (event["type"], event["data"]["channel"], event["data"]["phoneNumber"], event["data"]["correlationId"]) == (
         "optouts.number.optedOut", "keyword", THIRD_NUMBER, "sms-message-7")
+
+
+def test_an_end_users_stop_recorded_from_an_sms_emits_its_change_once(events_env: dict[str, str],
+                                                                     azurite: Azurite) -> None:
+    """The keyword path itself (AuditTrail.record_end_user_change), delivered twice as Event Grid may:
+    one event, marked as the end user's own, whose id is the same on every emission."""
+    change = EndUserChange("sms-msg-42", datetime(2026, 12, 2, 5, 0, tzinfo=UTC), "add", SENDER, THIRD_NUMBER, "STOP")
+    trail = runtime.get_audit_trail()
+    first = trail.record_end_user_change(change)
+    assert trail.record_end_user_change(change).operation_id == first.operation_id
+    drain_index(azurite, events_env["queue"])
+    (event,) = read_events(azurite, events_env["events"])
+    assert (event["type"], event["data"]["channel"], event["data"]["endUser"], event["data"]["operationId"],
+            event["data"]["phoneNumber"]) == ("optouts.number.optedOut", "keyword", True, first.operation_id,
+                                              THIRD_NUMBER)
 
 
 def test_changes_that_did_not_happen_and_checks_emit_nothing(events_env: dict[str, str], azurite: Azurite,

@@ -88,6 +88,8 @@ def change_events(intent: OperationIntent, outcome: OperationOutcome | None) -> 
                 "optedOut": state == "optedOut",
                 "action": intent.action,
                 "channel": c.channel,
+                # The end user's own STOP/START (a keyword), not a change the company made.
+                "endUser": c.end_user,
                 "operationId": intent.operation_id,
                 "occurredAt": _iso(intent.accepted_at),
                 "completedAt": _iso(outcome.completed_at),

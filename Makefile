@@ -12,7 +12,7 @@ INFRA_READY := $(INFRA_VENV)/.ready
 
 .PHONY: run test emulator bench mutation clean
 
-$(PY_READY): requirements.txt requirements-dev.txt
+$(PY_READY): requirements.txt requirements-dev.txt cli/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -53,4 +53,4 @@ $(MUTATION_READY): $(PY_READY) requirements-mutation.txt
 	touch $@
 
 mutation: $(MUTATION_READY) $(NODE_READY)
-	$(BIN)/python -m devtools.mutation $(MODULES)
+	$(BIN)/python -m devtools.mutation $(if $(JOBS),--jobs $(JOBS)) $(MODULES)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import audit_trail, aws_throughput, client_overhead, cold_start, jobs, js_sdk, load, queue_throughput
+from . import audit_trail, aws_throughput, client_overhead, cold_start, events, jobs, js_sdk, load, queue_throughput
 from .measure import Figure, machine, summarize
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +53,7 @@ def sections(smoke: bool) -> dict[str, Callable[[], dict[str, Any]]]:
         "audit": lambda: {"audit": audit_trail.audit_trail(smoke)},
         "audit_queued": lambda: {"audit_queued": audit_trail.audit_queued(smoke)},
         "aws": lambda: {"aws": aws_throughput.for_bench(smoke)},
+        "events": lambda: {"events": events.events_throughput(smoke)},
         "jobs": lambda: {"jobs": jobs.for_bench(smoke)},
     }
 
@@ -194,6 +195,8 @@ def render(results: dict[str, Any]) -> str:
         lines += audit_trail.render(results["audit"], results["audit_queued"])
     if "aws" in results:
         lines += aws_throughput.render_section(results["aws"])
+    if "events" in results:
+        lines += events.render(results["events"])
     if "jobs" in results:
         lines += jobs.render_section(results["jobs"])
     lines.append("")

@@ -93,7 +93,7 @@ def for_bench(smoke: bool) -> dict[str, Any]:
 
 
 def render_section(results: dict[str, Any]) -> list[str]:
-    lines = ["", "## 8. Jobs (POST /api/jobs until the report is ready)", "",
+    lines = ["", "## 9. Jobs (POST /api/jobs until the report is ready)", "",
              f"One local host, host.json batchSize {BATCH}, {CONCURRENCY} ACS calls of {CHUNK} per work item; the "
              "ideal is the provider's latency alone at that parallelism. Peak RSS is the worker process's.", "",
              "| numbers | latency ms | state | report rows | s | numbers/s | ideal s | vs ideal | peak RSS MB |",

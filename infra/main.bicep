@@ -69,6 +69,10 @@ param auditChecks bool = false
 @maxValue(604800)
 param auditReconcileSeconds int = 300
 
+@description('Where change events go (docs/change-events.md): the optout-events queue, an Event Grid custom topic deployed here (the app may publish to it with its identity), both, or none.')
+@allowed(['none', 'queue', 'eventgrid', 'queue,eventgrid'])
+param eventSinks string = 'queue'
+
 @description('Most Flex Consumption instances.')
 @minValue(1)
 @maxValue(1000)
@@ -127,11 +131,13 @@ var jobsQueueName = 'optout-jobs'
 var jobsTableName = 'optoutjobs'
 var jobsContainerName = 'optout-jobs'
 var uploadsContainerName = 'optout-uploads'
+var eventsQueueName = 'optout-events'
 var deploymentContainerName = 'app-package'
 var eventDeadLetterContainerName = 'optout-events-deadletter'
 var acsSecretName = 'acs-connection-string'
 
 var usesKeyVault = acsAuthMode != 'managed-identity'
+var usesEventTopic = contains(eventSinks, 'eventgrid')
 // The AWS key pair fallback reads its secret from the same vault.
 var usesAwsKeyVault = !empty(awsSenders) && empty(awsRoleArn) && !empty(awsAccessKeySecretName)
 
@@ -150,6 +156,7 @@ var names = {
   plan: 'plan-optout-${token}'
   functionApp: 'func-optout-${token}'
   smsEventsTopic: 'evgt-optout-${token}'
+  eventTopic: 'evgt-optout-${token}'
 }
 
 module identity 'modules/identity.bicep' = {
@@ -189,6 +196,16 @@ module storage 'modules/storage.bicep' = {
     jobsContainerName: jobsContainerName
     uploadsContainerName: uploadsContainerName
     eventDeadLetterContainerName: eventDeadLetterContainerName
+    eventsQueueName: eventsQueueName
+  }
+}
+
+module eventTopic 'modules/event-topic.bicep' = if (usesEventTopic) {
+  name: 'event-topic'
+  params: {
+    name: names.eventTopic
+    location: location
+    tags: tags
   }
 }
 
@@ -259,6 +276,15 @@ module awsKeyVaultAccess 'modules/roles/key-vault-secrets-access.bicep' = if (us
   }
 }
 
+// Only the app publishes change events; people subscribe with their own roles.
+module eventTopicAccess 'modules/roles/event-grid-sender-access.bicep' = if (usesEventTopic) {
+  name: 'event-grid-sender-access'
+  params: {
+    topicName: eventTopic.outputs.name
+    principals: appPrincipal
+  }
+}
+
 module communicationAccess 'modules/roles/communication-access.bicep' = if (!usesKeyVault) {
   name: 'communication-access'
   params: {
@@ -289,6 +315,9 @@ module appSettings 'modules/app-settings.bicep' = {
     jobsContainerName: jobsContainerName
     uploadsContainerName: uploadsContainerName
     auditReconcileSeconds: auditReconcileSeconds
+    eventSinks: eventSinks
+    eventsQueueName: eventsQueueName
+    eventsTopicEndpoint: usesEventTopic ? eventTopic.outputs.endpoint : ''
     defaultSender: defaultSender
     allowedSenders: allowedSenders
     defaultRegion: toUpper(defaultRegion)
@@ -338,6 +367,7 @@ module functionApp 'modules/function-app.bicep' = {
     monitoringAccess
     keyVaultAccess
     communicationAccess
+    eventTopicAccess
   ]
 }
 
@@ -389,6 +419,8 @@ output OPTOUT_REQUESTS_QUEUE string = requestsQueueName
 output OPTOUT_RESULTS_QUEUE string = resultsQueueName
 output OPTOUT_POISON_QUEUE string = '${requestsQueueName}-poison'
 output OPTOUT_RESULTS_CONTAINER string = resultsContainerName
+output OPTOUT_EVENTS_QUEUE string = eventsQueueName
+output OPTOUT_EVENTS_TOPIC_ENDPOINT string = usesEventTopic ? eventTopic.outputs.endpoint : ''
 output ACS_AUTH_MODE string = acsAuthMode
 output SMS_EVENTS_TOPIC string = smsEventsTopic.outputs.name
 output SMS_EVENTS_DEADLETTER_CONTAINER string = eventDeadLetterContainerName

@@ -29,6 +29,10 @@ DEFAULT_AUDIT_TABLE = "optoutaudit"
 DEFAULT_AUDIT_CONTAINER = "optout-operations"
 DEFAULT_AUDIT_INDEX_QUEUE = "optout-audit-index"
 DEFAULT_AUDIT_RECONCILE_SECONDS = 300.0
+DEFAULT_EVENTS_QUEUE = "optout-events"
+#: Where change events go (docs/change-events.md): a Storage queue, an Event Grid custom topic, or both.
+EVENT_SINKS = ("queue", "eventgrid")
+DEFAULT_EVENT_SINKS = ("queue",)
 #: Storage queues hide a message for at most 7 days.
 MAX_AUDIT_RECONCILE_SECONDS = 7 * 24 * 3600.0
 DEFAULT_JOBS_QUEUE = "optout-jobs"
@@ -221,6 +225,49 @@ def _writes_disabled_reason(env: _Reader) -> str | None:
 
 
 @dataclass(frozen=True)
+class EventSettings(EnvironSettings):
+    """Where change events go. They are emitted by the audit indexer from the journal, so they
+    need the audit trail: with it off, no operation is journalled and no event is sent."""
+
+    sinks: tuple[str, ...]
+    queue: str
+    #: The custom topic's endpoint, https://<topic>.<region>-1.eventgrid.azure.net/api/events.
+    topic_endpoint: str | None
+
+    @classmethod
+    def _read(cls, env: _Reader) -> EventSettings:
+        listed = [name.lower() for name in _csv(env, "OPTOUT_EVENTS_SINKS")] or list(DEFAULT_EVENT_SINKS)
+        sinks = tuple(dict.fromkeys(name for name in listed if name != "none"))
+        unknown = [name for name in sinks if name not in EVENT_SINKS]
+        if unknown or ("none" in listed and len(listed) > 1):
+            env.problem("OPTOUT_EVENTS_SINKS", "must be none, or a comma-separated list of queue and eventgrid")
+            sinks = tuple(name for name in sinks if name in EVENT_SINKS)
+        queue = _text(env, "OPTOUT_EVENTS_QUEUE") or DEFAULT_EVENTS_QUEUE
+        if not _STORAGE_NAME.fullmatch(queue) or "--" in queue:
+            env.problem("OPTOUT_EVENTS_QUEUE", "must be 3 to 63 lowercase letters, digits and single hyphens, "
+                        "starting and ending with a letter or digit (Azure Storage naming rules)")
+        endpoint = _text(env, "OPTOUT_EVENTS_TOPIC_ENDPOINT")
+        if "eventgrid" in sinks and endpoint is None:
+            env.problem("OPTOUT_EVENTS_TOPIC_ENDPOINT", "is required when OPTOUT_EVENTS_SINKS names eventgrid")
+        elif endpoint is not None and not endpoint.lower().startswith("https://"):
+            # The managed identity's bearer token must never travel in clear text.
+            env.problem("OPTOUT_EVENTS_TOPIC_ENDPOINT", "must start with https://")
+        return cls(sinks=sinks, queue=queue, topic_endpoint=endpoint)
+
+    def describe(self, audit_disabled_reason: str | None) -> dict[str, object]:
+        """What /api/health shows; `audit_disabled_reason` is the trail's, since events come from it."""
+        return {
+            "sinks": list(self.sinks),
+            "queue": self.queue if "queue" in self.sinks else None,
+            "topicEndpoint": self.topic_endpoint if "eventgrid" in self.sinks else None,
+            "enabled": bool(self.sinks) and audit_disabled_reason is None,
+            "disabledReason": ("OPTOUT_EVENTS_SINKS is none" if not self.sinks
+                               else f"change events come from the audit trail, which is off ({audit_disabled_reason})"
+                               if audit_disabled_reason else None),
+        }
+
+
+@dataclass(frozen=True)
 class QueueSettings(EnvironSettings):
     """Where queued requests come from and results go. Independent of how ACS is
     reached, so a `failed` result can be published even when ACS settings are broken."""
@@ -330,7 +377,8 @@ def all_problems(environ: Mapping[str, str] | None = None) -> list[SettingsError
     (optouts.runtime.settings_problems adds the providers'). Beyond what `from_environ`
     refuses, a gateway with no sender at all is reported, since it would refuse every request."""
     env = os.environ if environ is None else environ
-    problems = Settings.problems(env) + QueueSettings.problems(env) + JobSettings.problems(env)
+    problems = (Settings.problems(env) + QueueSettings.problems(env) + JobSettings.problems(env)
+                + EventSettings.problems(env))
     if _text(env, "OPTOUT_DEFAULT_SENDER") is None and not _csv(env, "OPTOUT_ALLOWED_SENDERS"):
         problems.append(SettingsError("OPTOUT_DEFAULT_SENDER", "no sender is configured: set OPTOUT_DEFAULT_SENDER "
                                       "(and OPTOUT_ALLOWED_SENDERS for more than one), or every request is refused"))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from optouts.config import (
     STORAGE_CONNECTION,
     AuditStorageSettings,
+    EventSettings,
     JobSettings,
     QueueSettings,
     Settings,
@@ -35,6 +36,7 @@ from optouts.providers.aws.settings import AwsCredentialMode, AwsSettings
 if TYPE_CHECKING:
     from optouts.audit.callers import AuditContext
     from optouts.audit.index import AuditIndexer
+    from optouts.audit.sinks import EventPublisher
     from optouts.audit.trail import AuditStorage, AuditTrail, HistoryPage
     from optouts.providers.acs.client import OptOutsClient
     from optouts.providers.base import Provider
@@ -54,6 +56,7 @@ _service: OptOutService | None = None
 _processor: QueuedRequestProcessor | None = None
 _audit_trail: AuditTrail | None = None
 _audit_indexer: AuditIndexer | None = None
+_event_publisher: EventPublisher | None = None
 _readiness: ReadinessProbe | None = None
 _jobs: JobService | None = None
 _keywords: EndUserKeywords | None = None
@@ -198,7 +201,8 @@ def describe_configuration() -> dict[str, object]:
     settings = get_settings()
     aws = get_aws_settings()
     acs = get_acs_settings().describe() if uses_acs() else {"authMode": None}
-    return {**acs, **settings.describe(), **({"aws": aws.describe()} if aws.configured else {})}
+    events = EventSettings.from_environ().describe(settings.audit_disabled_reason)
+    return {**acs, **settings.describe(), "events": events, **({"aws": aws.describe()} if aws.configured else {})}
 
 
 def get_service() -> OptOutService:
@@ -251,7 +255,10 @@ def get_audit_indexer() -> AuditIndexer:
                 from optouts.audit.trail import storage_for
 
                 storage = storage_for(container=settings.container, table=settings.table, queue=settings.index_queue)
-                _audit_indexer = AuditIndexer(storage, reconcile_delay=settings.reconcile_seconds)
+                # The publisher is built when an operation first has events: a broken events
+                # setting holds back the events (retried), never the history.
+                _audit_indexer = AuditIndexer(storage, reconcile_delay=settings.reconcile_seconds,
+                                              events=get_event_publisher)
     return _audit_indexer
 
 
@@ -282,6 +289,41 @@ def handle_sms_event(event_id: object, event_type: object, data: object, event_t
                          event_type if isinstance(event_type, str) else "", data,
                          event_time if isinstance(event_time, datetime) else None, schema)
     return get_end_user_keywords().handle(event).outcome
+
+
+def get_event_publisher() -> EventPublisher:
+    """Change events' sinks (OPTOUT_EVENTS_SINKS): the events queue in the app's storage account,
+    and/or an Event Grid custom topic reached with the gateway's managed identity."""
+    global _event_publisher
+    if _event_publisher is None:
+        settings = EventSettings.from_environ()
+        with _lock:
+            if _event_publisher is None:
+                _event_publisher = build_event_publisher(settings)
+    return _event_publisher
+
+
+def build_event_publisher(settings: EventSettings) -> EventPublisher:
+    from optouts.audit.sinks import EventGridSink, EventPublisher, EventSink, QueueSink
+    from optouts.audit.trail import bounded_queue_client
+
+    sinks: list[EventSink] = []
+    if "queue" in settings.sinks:
+        sinks.append(QueueSink(lambda: bounded_queue_client(settings.queue)))
+    if "eventgrid" in settings.sinks and settings.topic_endpoint is not None:
+        endpoint = settings.topic_endpoint
+        sinks.append(EventGridSink(lambda: event_grid_client(endpoint)))
+    return EventPublisher(sinks)
+
+
+def event_grid_client(endpoint: str) -> Any:
+    """A publisher for the custom topic, signed in as the gateway (managed identity), with the
+    bounded retries of every call an invocation waits on."""
+    from azure.eventgrid import EventGridPublisherClient
+
+    from optouts.azure.identity import BOUNDED_PIPELINE_OPTIONS, gateway_credential
+
+    return EventGridPublisherClient(endpoint, gateway_credential(), **BOUNDED_PIPELINE_OPTIONS)
 
 
 def _audit_storage(settings: Settings) -> AuditStorage:
@@ -535,6 +577,7 @@ def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
     global _settings, _acs_settings, _aws_settings, _service, _processor, _audit_trail, _audit_indexer, _readiness
     global _jobs, _keywords
+    global _event_publisher
     with _lock:
         service, _service, _settings, _acs_settings, _processor = _service, None, None, None, None
         _aws_settings = None
@@ -545,6 +588,7 @@ def reset() -> None:
         keywords, _keywords = _keywords, None
     if jobs is not None:
         jobs.close()
+        publisher, _event_publisher = _event_publisher, None
     if service is not None:
         service.provider.close()
     if audit_trail is not None:
@@ -553,3 +597,5 @@ def reset() -> None:
         indexer.close()
     if keywords is not None:
         keywords.close()
+    if publisher is not None:
+        publisher.close()

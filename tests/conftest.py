@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import settings
 
 from devtools.acs_emulator import AcsEmulator
+from devtools.azurite import Azurite
+from devtools.mutation import SHARED_AZURITE
 from optouts.providers.acs import OptOutsClient
 
 # `make mutation` runs the property tests once per mutant: fewer examples, the same each time.
@@ -23,6 +28,19 @@ OTHER_SENDER = "+18005550111"
 @pytest.fixture
 def emulator() -> Iterator[AcsEmulator]:
     with AcsEmulator(owned_senders={SENDER, OTHER_SENDER}) as running:
+        yield running
+
+
+@contextmanager
+def azurite_for_module() -> Iterator[Any]:
+    """An Azurite for one test module: its own, or, under `make mutation`, the one shared by every
+    mutant's run (starting Azurite costs seconds; the tests use queues, containers and tables of
+    their own, so none sees another's data)."""
+    shared = os.environ.get(SHARED_AZURITE)
+    if shared:
+        yield SimpleNamespace(connection_string=shared)
+        return
+    with Azurite() as running:
         yield running
 
 

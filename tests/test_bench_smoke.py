@@ -36,11 +36,13 @@ def test_benchmarks_run_and_render(restored_environment: None) -> None:
     assert audit["indexed_numbers"] == audit["expected_numbers"] == 300  # every number's history was written
     queued = results["audit_queued"]
     assert queued["fully_audited"] == queued["messages"] == queued["completed"]
-    assert "## 8. Jobs" in report
+    assert "## 9. Jobs" in report
     for size in ("small", "large"):  # every number of each job is in its report
         assert results["jobs"][size]["state"] == "completed"
         assert results["jobs"][size]["report_rows"] == results["jobs"][size]["count"]
     assert results["jobs"]["rss_growth"] > 0
+    assert "## 8. Change events" in report
+    assert results["events"]["events_sent"] == results["events"]["events_expected"] == 60  # every change, once
     assert '"overhead"' in to_json(results)
 
     # `--only` re-runs one section and keeps the others' figures, read back from results.json.

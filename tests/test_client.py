@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ from azure.core.credentials import AccessToken
 
 from devtools.acs_emulator import AcsEmulator, FaultConfig
 from devtools.azure_standins._server import JsonHandler, LocalServer
+from optouts.domain.operations import Operation
 from optouts.providers.acs import (
     AcsAuthenticationError,
     AcsBadRequestError,
@@ -398,4 +400,82 @@ def test_text_that_utf8_cannot_carry_still_reaches_acs_as_escaped_json() -> None
     seen = _with_recording_acs(lambda client: client.check("+1800555\ud800", ["+14255550100"]))
     (_, body), = seen
     assert body.isascii() and b"\\ud800" in body
+    assert body == b'{"from":"+1800555\\ud800","recipients":[{"to":"+14255550100"}]}'  # compact, as orjson writes
     assert json.loads(body)["from"] == "+1800555\ud800"
+
+
+def test_every_call_says_it_sends_and_accepts_json() -> None:
+    seen = _with_recording_acs(lambda client: client.add(SENDER, numbers(1)))
+    ((headers, _),) = seen
+    assert (headers["Content-Type"], headers["Accept"]) == ("application/json", "application/json")
+
+
+def test_the_time_budget_of_one_call_is_the_one_spent(emulator: AcsEmulator, client: OptOutsClient) -> None:
+    for send in (client.add, client.remove, client.check):
+        with pytest.raises(AcsUnavailableError):  # spent before anything was sent
+            send(SENDER, numbers(1), time_budget=0)
+    assert calls(emulator) == 0
+    assert client.run(Operation.ADD, SENDER, numbers(2), time_budget=0.5)[1].succeeded  # half a second is enough
+    with pytest.raises(AcsUnavailableError):
+        client.run(Operation.CHECK, SENDER, numbers(1), time_budget=0)
+    assert calls(emulator) == 1 and emulator.opted_out(SENDER) == set(numbers(2))
+
+
+class _RefusingAcs(JsonHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_json(400, {"error": {"code": "InvalidApiVersion", "message": "that api-version is unknown"}})
+
+
+def test_a_call_acs_refuses_names_acss_own_error() -> None:
+    server = LocalServer(_RefusingAcs, owner=[], tls=False)
+    key = base64.b64encode(b"k" * 32).decode()
+    try:
+        with fast_client(f"endpoint={server.base_url}/;accesskey={key}") as client:
+            with pytest.raises(AcsBadRequestError) as raised:
+                client.add(SENDER, numbers(1))
+    finally:
+        server.close()
+    assert str(raised.value) == "ACS rejected the call (400): InvalidApiVersion: that api-version is unknown"
+
+
+class _AnsweringAcs(JsonHandler):
+    """An ACS stand-in answering every call with the (status, body) its owner holds."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        status, body = self.server.owner  # type: ignore[attr-defined]
+        self.send_json(status, body)
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (401, (AcsAuthenticationError, "ACS rejected the gateway's credentials (401): Denied: no")),
+    (403, (AcsAuthenticationError, "ACS rejected the gateway's credentials (403): Denied: no")),
+    (404, (AcsBadRequestError, "ACS rejected the call (404): Denied: no")),
+])
+def test_each_refusal_is_typed_and_names_acss_error(status: int, expected: tuple) -> None:
+    server = LocalServer(_AnsweringAcs, owner=(status, {"error": {"code": "Denied", "message": "no"}}), tls=False)
+    key = base64.b64encode(b"k" * 32).decode()
+    try:
+        with fast_client(f"endpoint={server.base_url}/;accesskey={key}", retry_total=0) as client:
+            with pytest.raises(expected[0]) as raised:
+                client.add(SENDER, numbers(1))
+    finally:
+        server.close()
+    assert str(raised.value) == expected[1]
+
+
+def test_a_transient_answer_fails_the_chunk_with_acss_error_text() -> None:
+    server = LocalServer(_AnsweringAcs, owner=(503, {"error": {"code": "Busy", "message": "later"}}), tls=False)
+    key = base64.b64encode(b"k" * 32).decode()
+    try:
+        with fast_client(f"endpoint={server.base_url}/;accesskey={key}", retry_total=0) as client:
+            answer = client._send_chunk(Operation.ADD, SENDER, numbers(1), time.monotonic() + 10)
+    finally:
+        server.close()
+    assert answer.results[numbers(1)[0]].error_message == "ACS answered 503: Busy: later"
+    assert (answer.transient_failure, answer.status_code) == (True, 503)
+
+
+def test_the_client_takes_proxies_and_ca_bundles_from_the_environment(client: OptOutsClient) -> None:
+    assert client._pipeline._transport.session.trust_env is True  # type: ignore[attr-defined]

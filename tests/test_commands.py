@@ -3,7 +3,7 @@ import json
 import pytest
 
 from optouts.config import Settings
-from optouts.domain.commands import decode_json, parse_command
+from optouts.domain.commands import decode_json, is_valid_identifier, parse_command
 from optouts.domain.operations import Operation
 from optouts.domain.problems import Problem
 
@@ -146,6 +146,9 @@ VALIDATION_TITLE = "One or more validation errors occurred."
         ({"phoneNumbers": []}, Operation.ADD, {"phoneNumbers": ["must contain at least one phone number"]}),
         ({"phoneNumbers": "1"}, Operation.ADD, {"phoneNumbers": ["must be a list of strings"]}),
         ({"phoneNumbers": ["1"], "reason": 5}, Operation.ADD, {"reason": ["must be a string"]}),
+        ({"phoneNumbers": ["1"], "reason": "ticket 7\r\nforged: entry"}, Operation.ADD,
+         {"reason": ["must be at most 500 printable characters, no line breaks or control characters"]}),
+        ({"phoneNumbers": ["1"], "correlationId": 42, "action": "add"}, None, {"correlationId": ["must be a string"]}),
     ],
 )
 def test_validation_problems_say_exactly_what_is_wrong(payload: object, action: Operation | None, errors: dict) -> None:
@@ -239,3 +242,12 @@ def test_senders_compare_as_e164_only_when_they_are_numbers(allowed: str, sent: 
         with pytest.raises(Problem) as raised:
             parse_command({"phoneNumbers": ["1"], "sender": sent}, settings, action=Operation.ADD)
         assert raised.value.code == "SenderNotAllowed"
+
+
+@pytest.mark.parametrize(("value", "valid"), [
+    ("3f2504e0-4f89-11d3-9a0c-0305e82c3301", True), ("ticket:7_a.b", True), ("c" * 128, True),
+    ("abc\n", False),  # `$` would match before a final line break
+    ("c" * 129, False), ("", False), ("a b", False), (None, False), (7, False),
+])
+def test_identifiers_echoed_in_results_are_checked_exactly(value: object, valid: bool) -> None:
+    assert is_valid_identifier(value) is valid

@@ -7,7 +7,7 @@ import fnmatch
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-NEVER_DEPLOYED = ["devtools", "tests", "bench", "infra", "docs", "node_modules", "local.settings.json",
+NEVER_DEPLOYED = ["devtools", "cli", "tests", "bench", "infra", "docs", "node_modules", "local.settings.json",
                   ".venv", ".venv-infra", "requirements-dev.txt", "package.json"]
 DEPLOYED = ["function_app.py", "host.json", "requirements.txt", "blueprints", "optouts"]
 

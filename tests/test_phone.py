@@ -37,6 +37,9 @@ def fresh_rules() -> None:
         ("00442079460958", "DE", "+442079460958"),
         ("\uff0b\uff11\uff14\uff12\uff15\uff15\uff15\uff15\uff10\uff11\uff10\uff10", "US", None),  # fullwidth plus is not "+"
         ("+\u0661\u0664\u0662\u0665\u0665\u0665\u0665\u0660\u0661\u0660\u0660", "US", "+14255550100"),  # Arabic-Indic digits
+        # A region phonenumbers does not know: an international number still reads, a national one cannot.
+        ("+14255550100", "ZZ", "+14255550100"),
+        ("4255550100", "ZZ", None),
     ],
 )
 def test_normalizes_to_e164(raw: str, region: str, expected: str | None) -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import uuid
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +16,6 @@ from azure.storage.queue import QueueClient
 
 from devtools.acs_emulator import AcsEmulator, FaultConfig
 from devtools.azurite import Azurite
-from devtools.mutation import SHARED_AZURITE
 from optouts.config import Settings, SettingsError
 from optouts.usecases.queued_requests import (
     MAX_RESULT_MESSAGE_BYTES,
@@ -30,7 +27,7 @@ from optouts.usecases.queued_requests import (
 )
 from optouts.usecases.service import OptOutService
 
-from .conftest import SENDER, fast_client
+from .conftest import SENDER, azurite_for_module, fast_client
 
 #: A queue message's own limit (64 KiB); the pointer to a blob must fit well within it.
 QUEUE_MESSAGE_LIMIT = 64 * 1024
@@ -38,13 +35,7 @@ QUEUE_MESSAGE_LIMIT = 64 * 1024
 
 @pytest.fixture(scope="module")
 def azurite() -> Iterator[Any]:
-    # `make mutation` runs this file once per mutant and shares one Azurite among the runs;
-    # every test uses queues and containers of its own, so none sees another's messages.
-    shared = os.environ.get(SHARED_AZURITE)
-    if shared:
-        yield SimpleNamespace(connection_string=shared)
-        return
-    with Azurite() as running:
+    with azurite_for_module() as running:
         yield running
 
 

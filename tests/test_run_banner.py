@@ -1,6 +1,6 @@
 """`make run` (`python -m devtools.localhost` on the gateway itself) for a first-time user: the
 banner tells the senders, the embedded Azurite's connection string and the queue names, and the
-queues and the results container exist before anything was sent."""
+queues (the change events' one too) and the results container exist before anything was sent."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def test_make_run_banner_has_everything_a_first_run_needs(tmp_path: Path) -> Non
                           if line.strip().startswith("AzureWebJobsStorage="))
         assert "AccountName=devstoreaccount1" in connection and "QueueEndpoint=http://127.0.0.1:" in connection
         for label, name in (("requests queue", "optout-requests"), ("results queue", "optout-results"),
-                            ("poison queue", "optout-requests-poison")):
-            assert any(line.strip().startswith(f"{label}:") and line.strip().endswith(name) for line in lines)
+                            ("poison queue", "optout-requests-poison"), ("events queue", "optout-events")):
+            assert any(line.strip().startswith(f"{label}:") and line.strip().split()[2] == name for line in lines)
             # Created at start: a first run can read the results queue before any result exists.
             QueueClient.from_connection_string(connection, name).get_queue_properties()
         assert "results blob container: optout-results" in banner

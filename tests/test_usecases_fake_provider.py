@@ -5,6 +5,7 @@ problems whose codes come from the errors, per-number codes come from the result
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -15,10 +16,15 @@ from optouts.domain.operations import Operation
 from optouts.domain.problems import Problem
 from optouts.providers.acs.errors import AcsAuthenticationError, AcsThrottledError, CredentialUnavailableError
 from optouts.providers.base import (
+    OptedOutEntry,
+    OptOutPage,
     ProviderAuthenticationError,
     ProviderCredentialsError,
     ProviderError,
+    ProviderInvalidContinuationError,
+    ProviderListingNotSupportedError,
     ProviderRejectedError,
+    ProviderRequestTooLargeError,
     ProviderThrottledError,
     ProviderUnavailableError,
     RecipientOutcome,
@@ -224,3 +230,141 @@ def test_a_queued_request_with_transient_failures_is_redelivered_then_failed_wit
     (published,) = [json.loads(text) for text in queue.messages]
     assert published["status"] == "failed" and published["error"]["code"] == "AwsUnavailable"
     assert published["summary"]["failed"] == 2
+
+
+# -- what each number's answer carries, and the log ----------------------------------------------------
+
+def test_the_providers_own_facts_reach_every_numbers_result() -> None:
+    def answer(operation: Operation, sender: str, chunk: list[str]) -> dict[str, RecipientResult]:
+        return {
+            "+14255550100": RecipientResult("+14255550100", RecipientOutcome.SUCCEEDED, 200, is_opted_out=True,
+                                            details={"endUserOptedOut": True}),
+            "+14255550101": RecipientResult("+14255550101", RecipientOutcome.FAILED, 503, "busy",
+                                            details={"retryable": True}),
+        }
+
+    service, fake = service_over(answer)
+    try:
+        report = service.execute(command(Operation.CHECK, "+14255550100", "+14255550101"))
+    finally:
+        fake.close()
+    assert [r.details for r in report.results] == [{"endUserOptedOut": True}, {"retryable": True}]
+
+
+def test_a_request_too_large_for_the_providers_rate_is_a_413_that_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    def too_many(operation: Operation, sender: str, chunk: list[str]) -> dict[str, RecipientResult]:
+        raise ProviderRequestTooLargeError("1000 numbers need 50 s at the provider's rate; the budget is 10 s")
+
+    service, fake = service_over(too_many)
+    caplog.set_level(logging.WARNING, logger="optouts.usecases.service")
+    try:
+        with pytest.raises(Problem) as raised:
+            service.execute(command(Operation.REMOVE, "+14255550100"))
+    finally:
+        fake.close()
+    assert (raised.value.status, raised.value.code, raised.value.title, raised.value.detail) == (
+        413, "UpstreamRateBudgetExceeded", "Too many numbers for the provider's request rate",
+        "1000 numbers need 50 s at the provider's rate; the budget is 10 s")
+    assert ("optouts.usecases.service", logging.WARNING,
+            "remove refused up front: 1000 numbers need 50 s at the provider's rate; the budget is 10 s"
+            ) in caplog.record_tuples
+
+
+@pytest.mark.parametrize("error", [ProviderAuthenticationError("x" * 1000), ProviderRejectedError("x" * 1000)])
+def test_an_upstream_refusal_is_logged_with_its_text_bounded(error: ProviderError,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(operation: Operation, sender: str, chunk: list[str]) -> dict[str, RecipientResult]:
+        raise error
+
+    service, fake = service_over(refuse)
+    caplog.set_level(logging.ERROR, logger="optouts.usecases.service")
+    try:
+        with pytest.raises(Problem):
+            service.execute(command(Operation.ADD, "+14255550100"))
+    finally:
+        fake.close()
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "optouts.usecases.service"]
+    assert message.endswith(": " + "x" * 400 + "…")
+
+
+# -- listing -----------------------------------------------------------------------------------------
+
+class ListingFake(FakeProvider):
+    """The fake provider, able to list (as AWS can): answers `page` or raises `error`."""
+
+    def __init__(self, page: OptOutPage | None = None, error: ProviderError | None = None) -> None:
+        super().__init__()
+        self.page, self.error = page, error
+        self.asked: list[tuple[str, str | None, int, float | None]] = []
+
+    def list_opted_out(self, sender: str, *, next_token: str | None = None, page_size: int = 100,
+                       time_budget: float | None = None) -> OptOutPage:
+        self.asked.append((sender, next_token, page_size, time_budget))
+        if self.error is not None:
+            raise self.error
+        assert self.page is not None
+        return self.page
+
+
+def test_a_listing_is_the_providers_page_for_exactly_what_was_asked() -> None:
+    page = OptOutPage([OptedOutEntry("+14255550100")], "next-2")
+    listing = ListingFake(page)
+    try:
+        assert OptOutService(listing).list_opt_outs(SENDER, page_size=7, next_token="t-1", time_budget=3.0) is page
+    finally:
+        listing.close()
+    assert listing.asked == [(SENDER, "t-1", 7, 3.0)]
+
+
+def test_a_provider_that_cannot_list_is_a_501() -> None:
+    service, fake = service_over()
+    try:
+        with pytest.raises(Problem) as raised:
+            service.list_opt_outs(SENDER, page_size=10, next_token=None)
+    finally:
+        fake.close()
+    assert (raised.value.status, raised.value.code, raised.value.title) == (
+        501, "ListingNotSupported", "Listing not supported for this sender")
+    assert raised.value.detail == (
+        "this sender's opt-out list is kept by Azure Communication Services, which has no API that lists it; "
+        "check numbers with POST /api/optouts/check instead")
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (ProviderListingNotSupportedError("no"), (501, "ListingNotSupported", "Listing not supported for this sender",
+                                              None, {})),
+    (ProviderInvalidContinuationError("bad token", code="AwsInvalidToken"),
+     (400, "AwsInvalidToken", "Invalid continuation token",
+      "continuationToken must be passed exactly as the previous page's nextLink gave it",
+      {"continuationToken": ["is not a token this list gave"]})),
+    (ProviderAuthenticationError("denied", code="AwsAuthenticationFailed"),
+     (502, "AwsAuthenticationFailed", "Upstream authentication failed",
+      "the opt-out provider rejected the gateway's credentials; an operator must check the configuration", {})),
+    (ProviderRejectedError("malformed", code="AwsRejectedRequest"),
+     (502, "AwsRejectedRequest", "Upstream rejected the request", "the opt-out provider rejected the gateway's call",
+      {})),
+    (ProviderCredentialsError("vault down"),
+     (503, "CredentialsUnavailable", "Gateway credentials unavailable",
+      "the gateway could not obtain its credentials for the opt-out provider; retry later", {})),
+    (ProviderThrottledError("slow", code="AwsThrottled", retry_after=7.0),
+     (503, "AwsThrottled", "Upstream temporarily unavailable",
+      "the opt-out provider is throttling or unavailable; retry later", {})),
+    (ProviderUnavailableError("down", code="AwsUnavailable"),
+     (503, "AwsUnavailable", "Upstream temporarily unavailable",
+      "the opt-out provider is throttling or unavailable; retry later", {})),
+    (ProviderError("odd", code="AwsFailed"), (502, "AwsFailed", "Upstream failed",
+                                              "the opt-out provider failed the listing", {})),
+])
+def test_each_listing_failure_is_its_own_problem(error: ProviderError, expected: tuple) -> None:
+    listing = ListingFake(error=error)
+    try:
+        with pytest.raises(Problem) as raised:
+            OptOutService(listing).list_opt_outs(SENDER, page_size=10, next_token="t")
+    finally:
+        listing.close()
+    problem = raised.value
+    status, code, title, detail, errors = expected
+    assert (problem.status, problem.code, problem.title, problem.errors) == (status, code, title, errors)
+    if detail is not None:
+        assert problem.detail == detail
+    assert problem.retry_after == {"AwsThrottled": 7.0, "AwsUnavailable": 30, "CredentialsUnavailable": 30}.get(code)

@@ -4,7 +4,8 @@ Loads `local.settings.json` Values (already-set environment variables win). When
 way to reach ACS is configured, the ACS emulator runs embedded, and the AWS emulator when AWS
 senders (OPTOUT_AWS_SENDERS) are configured without an AWS endpoint; when storage is development
 storage (or unset), Azurite runs embedded, with the gateway's queues and container created
-at start. The banner prints the senders, the storage connection string and the queue names.
+at start (the change events' queue too). The banner prints the senders, the storage connection string
+and the queue names.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from devtools.acs_emulator import AcsEmulator
 from devtools.acs_emulator.inbound import SubscriptionValidationFailed
 from devtools.acs_emulator.server import INBOUND_SMS_PATH
 from devtools.aws_emulator.embedded import embed_if_needed
-from optouts.config import JobSettings, QueueSettings, SettingsError
+from optouts.config import EventSettings, JobSettings, QueueSettings, SettingsError
 
 from .host import LocalHost
 
@@ -149,15 +150,19 @@ def queue_lines(configured: dict[str, str], *, create: bool) -> list[str]:
     now, so that a first run can read `optout-results` before any result was published."""
     try:
         names = QueueSettings.from_environ(configured)
+        events = EventSettings.from_environ(configured)
     except SettingsError as error:
         return [f"  queues: {error}"]
     queues = [names.requests_queue, names.results_queue, f"{names.requests_queue}-poison"]
+    events_queue = events.queue if "queue" in events.sinks else None
     if create:
         connection = configured["AzureWebJobsStorage"]
-        for name in queues:
+        for name in [*queues, *([events_queue] if events_queue else [])]:
             _create(QueueClient.from_connection_string(connection, name).create_queue)
         _create(ContainerClient.from_connection_string(connection, names.results_container).create_container)
     lines = [f"  requests queue: {queues[0]}", f"  results queue:  {queues[1]}", f"  poison queue:   {queues[2]}",
+             f"  events queue:   {events_queue or '(off: OPTOUT_EVENTS_SINKS has no queue)'}"
+             " (change events, CloudEvents JSON, one per message)",
              f"  results blob container: {names.results_container}"]
     try:
         jobs = JobSettings.from_environ(configured)

@@ -45,6 +45,12 @@ param jobsContainerName string
 param uploadsContainerName string
 param auditReconcileSeconds int
 
+@description('Where change events go: none, queue, eventgrid, or queue,eventgrid.')
+param eventSinks string
+param eventsQueueName string
+@description('The custom topic\'s endpoint; empty without the eventgrid sink.')
+param eventsTopicEndpoint string
+
 param defaultSender string
 param allowedSenders string
 param defaultRegion string
@@ -121,6 +127,10 @@ var commonSettings = {
   OPTOUT_JOB_ITEM_SIZE: '1000'
   OPTOUT_JOB_REPORT_SAS_MINUTES: '15'
   OPTOUT_JOB_MAX_STREAMED_REPORT_BYTES: '67108864'
+  // Change events (docs/change-events.md), sent by the audit indexer: they need the audit trail.
+  OPTOUT_EVENTS_SINKS: eventSinks
+  OPTOUT_EVENTS_QUEUE: eventsQueueName
+  OPTOUT_EVENTS_TOPIC_ENDPOINT: eventsTopicEndpoint
   // WEBSITE_AUTH_ENABLED is not set here: App Service sets it when its authentication runs,
   // and only then does the audit trail treat X-MS-CLIENT-PRINCIPAL-* as verified.
 

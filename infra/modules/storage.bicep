@@ -43,6 +43,8 @@ param uploadsContainerName string
 
 @description('Blob container where Event Grid dead-letters SMS events the gateway could not take.')
 param eventDeadLetterContainerName string
+@description('Queue of change events (CloudEvents JSON, one per message); created whatever the sinks, so that turning the queue sink on needs no redeploy.')
+param eventsQueueName string
 
 @description('Days deleted blobs and containers stay recoverable.')
 @minValue(1)
@@ -158,6 +160,7 @@ resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-
     '${auditIndexQueueName}-poison'
     jobsQueueName
     '${jobsQueueName}-poison'
+    eventsQueueName
   ]: {
     parent: queueService
     name: queueName
@@ -191,6 +194,7 @@ output queueNames array = [
   '${auditIndexQueueName}-poison'
   jobsQueueName
   '${jobsQueueName}-poison'
+  eventsQueueName
 ]
 output auditContainerName string = auditContainer.name
 output auditTableName string = auditTable.name

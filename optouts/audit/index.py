@@ -11,13 +11,19 @@ Two kinds of messages, both carrying only an operation id:
   nothing to do. If no outcome was ever written (the worker died around the ACS call), every
   number of the intent is indexed with the outcome `unknown`; then the outcome blob is read again,
   so an outcome that landed meanwhile is never overwritten by `unknown`.
+
+Once an operation's outcome is in the history, its change events (optouts.audit.events) go to the
+configured sinks, and only then is the index marker written: a sink that is down leaves the
+message to be delivered again (the history is written with the same keys, nothing duplicated),
+and when the history was already written, a later delivery only sends the events. A marker whose
+events are `pending` says so; the reconcile message finishes them like an unindexed operation.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +33,8 @@ import orjson
 from azure.core.exceptions import AzureError
 
 from optouts import telemetry
+from optouts.audit.events import change_events
+from optouts.audit.sinks import EventPublisher
 from optouts.audit.trail import (
     FORMAT_VERSION,
     INDEX_BLOB,
@@ -43,6 +51,7 @@ from optouts.audit.trail import (
     load_json,
     load_outcome,
 )
+from optouts.config import SettingsError
 
 _logger = logging.getLogger(__name__)
 
@@ -76,10 +85,15 @@ def parse_index_message(body: bytes) -> IndexMessage | None:
 
 
 class AuditIndexer:
+    """`events` gives the change-event publisher when it is first needed (None: no events); a
+    broken events setting then holds back the events, never the history."""
+
     def __init__(self, storage: AuditStorage, *, reconcile_delay: float,
-                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY) -> None:
+                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+                 events: Callable[[], EventPublisher | None] | None = None) -> None:
         self._storage = storage
         self._reconcile_delay = reconcile_delay
+        self._events = events or (lambda: None)
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="audit-index")
 
     def process(self, body: bytes, *, dequeue_count: int = 1, max_dequeue_count: int = 5) -> str:
@@ -93,7 +107,7 @@ class AuditIndexer:
             return "ignored"
         try:
             return self.index(message)
-        except (AzureError, OSError, ValueError, KeyError, TypeError) as error:
+        except (AzureError, SettingsError, OSError, ValueError, KeyError, TypeError) as error:
             if dequeue_count < max_dequeue_count:
                 raise
             _logger.warning("audit index: operation %s failed on delivery %d (%s); retried in %g s",
@@ -114,31 +128,58 @@ class AuditIndexer:
                 _logger.warning("audit index: operation %s has no outcome; its %d numbers are recorded as unknown",
                                 intent.operation_id, len(intent.numbers))
                 return "unknown"
-        elif message.kind == "reconcile" and self._already_indexed(intent):
-            return "already-indexed"
+        else:
+            marker = load_json(self._storage, blob_name(intent.operation_id, INDEX_BLOB))
+            if marker is not None and marker.get("outcome") == "recorded":
+                if marker.get("events") != "pending":
+                    # Markers written before change events have no "events": nothing is owed for them.
+                    return "already-indexed"
+                self._emit(intent, outcome)  # the history holds the outcome; only the events are owed
+                return "events-sent"
         self._write(intent, outcome)
         return "indexed"
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _already_indexed(self, intent: OperationIntent) -> bool:
-        marker = load_json(self._storage, blob_name(intent.operation_id, INDEX_BLOB))
-        return marker is not None and marker.get("outcome") == "recorded"
-
     def _write(self, intent: OperationIntent, outcome: OperationOutcome | None) -> None:
         batches = list(_batches(e.to_entity() for e in history_records(intent, outcome)))
         # list() waits for every batch and raises the first failure; the others may have landed,
         # which a redelivery overwrites with the same entities.
         list(self._pool.map(self._storage.upsert_batch, batches))
-        marker = {
-            "version": FORMAT_VERSION, "operationId": intent.operation_id,
-            "outcome": "recorded" if outcome else "unknown", "indexedNumbers": len(intent.numbers),
-            "indexedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        }
-        self._storage.put_blob(blob_name(intent.operation_id, INDEX_BLOB), orjson.dumps(marker), overwrite=True)
         if outcome is not None:
             telemetry.record_audit_lag((datetime.now(UTC) - intent.accepted_at).total_seconds(), "indexed")
+            self._emit(intent, outcome)
+        else:
+            self._mark(intent, "unknown", "none", 0)
+
+    def _emit(self, intent: OperationIntent, outcome: OperationOutcome) -> None:
+        """The operation's change events, then the marker that says the operation is done. On a
+        failure the marker says the events are pending, and the failure is raised."""
+        events = change_events(intent, outcome)
+        try:
+            publisher = self._events() if events else None
+            if publisher is not None and publisher.enabled:
+                publisher.publish(intent.operation_id, events)
+            else:
+                events = []
+        except (AzureError, SettingsError, OSError, ValueError) as error:
+            if isinstance(error, SettingsError):
+                _logger.warning("change events: operation %s waits for a setting (%s)", intent.operation_id, error)
+            self._mark(intent, "recorded", "pending", 0)
+            raise
+        self._mark(intent, "recorded", "sent" if events else "none", len(events))
+
+    def _mark(self, intent: OperationIntent, outcome: str, events: str, sent: int) -> None:
+        marker = {
+            "version": FORMAT_VERSION, "operationId": intent.operation_id,
+            "outcome": outcome, "indexedNumbers": len(intent.numbers),
+            "indexedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            # "sent": every change event went to every sink; "pending": they are owed; "none": no
+            # effective change, or no sink.
+            "events": events, "eventCount": sent,
+        }
+        self._storage.put_blob(blob_name(intent.operation_id, INDEX_BLOB), orjson.dumps(marker), overwrite=True)
 
 
 def _batches(entities: Iterator[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]]]:

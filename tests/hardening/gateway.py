@@ -34,6 +34,10 @@ def running_gateway(acs_connection_string: str, storage: str, *, limits: HttpLim
         "ACS_CONNECTION_STRING": acs_connection_string,
         "OPTOUT_DEFAULT_SENDER": SENDER,
         "OPTOUT_ALLOWED_SENDERS": f"{SENDER},{OTHER_SENDER}",
+        # These tests count answers and terminal states under load and faults; the change events the
+        # indexer would also write to the same Azurite (one per number) only slow them down. Change
+        # events have their own tests (tests/test_change_events.py).
+        "OPTOUT_EVENTS_SINKS": "none",
         **settings,
     }
     runtime.reset()

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from optouts.config import AuditStorageSettings, JobSettings, QueueSettings, Settings, SettingsError
+from optouts.config import AuditStorageSettings, EventSettings, JobSettings, QueueSettings, Settings, SettingsError
 from optouts.providers.acs.settings import AcsSettings, AuthMode
 from tests.infra import bicep
 from tests.infra.bicep import Expr
@@ -116,6 +116,8 @@ def _main_value(expression: str, mode: str, main: dict) -> object:
         return DEPLOYMENT_OUTPUTS[expression]
     if expression == "usesKeyVault":
         return mode != "managed-identity"
+    if expression == "usesEventTopic":  # contains(eventSinks, 'eventgrid'), with the default eventSinks
+        return "eventgrid" in str(main["params"]["eventSinks"])
     if expression == "acsAuthMode":
         return mode
     if expression in main["params"] and not isinstance(main["params"][expression], Expr | None):
@@ -213,6 +215,12 @@ def test_job_settings_match_the_created_resources() -> None:
     assert (jobs.queue, jobs.table, jobs.container, jobs.uploads_container) == (
         main_vars["jobsQueueName"], main_vars["jobsTableName"], main_vars["jobsContainerName"],
         main_vars["uploadsContainerName"])
+def test_event_settings_match_the_created_queue() -> None:
+    events = EventSettings.from_environ(environment_for("managed-identity"))
+    assert events.sinks == ("queue",) and events.topic_endpoint is None
+    assert events.queue == _main()["vars"]["eventsQueueName"]
+    storage = bicep.file("modules/storage.bicep")
+    assert "eventsQueueName" in {p.name for p in storage.declarations("param")}
 
 
 def test_audit_settings_match_the_created_resources() -> None:

@@ -23,6 +23,10 @@ EXPECTED = {
     "modules/roles/dead-letter-access.bicep": {
         "storageBlobDataContributorRoleId": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     },
+    "modules/roles/event-grid-sender-access.bicep": {
+        # "EventGrid Data Sender": publish events to the topic, nothing else.
+        "eventGridDataSenderRoleId": "d5a91429-5739-47e2-a06b-3470a27159e7",
+    },
     "modules/roles/communication-access.bicep": {
         # "Communication and Email Service Owner": no narrower built-in role grants
         # Entra access to the ACS data plane (reason in the module's comment).
@@ -63,7 +67,7 @@ def test_every_role_assignment_is_guid_named_per_scope_principal_and_role() -> N
             assert body["properties"]["principalType"] == bicep.Expr("p.principalType")
             assert bicep.text(assignment.node).lstrip().startswith("resource") and "for p in principals" in bicep.text(assignment.node)
         assert used == set(expected), f"{relative}: roles declared but not assigned: {set(expected) - used}"
-    assert seen == 7
+    assert seen == 8
 
 
 def test_no_other_file_assigns_roles() -> None:

@@ -30,6 +30,7 @@ KNOWN_API_VERSIONS = {
     "Microsoft.Authorization/roleAssignments": {"2022-04-01"},
     "Microsoft.EventGrid/systemTopics": {"2022-06-15"},
     "Microsoft.EventGrid/systemTopics/eventSubscriptions": {"2022-06-15"},
+    "Microsoft.EventGrid/topics": {"2022-06-15"},
 }
 
 

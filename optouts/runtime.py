@@ -576,8 +576,7 @@ def build_acs_client(settings: Settings, acs: AcsSettings) -> OptOutsClient:
 def reset() -> None:
     """Forget the cached settings and service (tests, and after a configuration change)."""
     global _settings, _acs_settings, _aws_settings, _service, _processor, _audit_trail, _audit_indexer, _readiness
-    global _jobs, _keywords
-    global _event_publisher
+    global _jobs, _keywords, _event_publisher
     with _lock:
         service, _service, _settings, _acs_settings, _processor = _service, None, None, None, None
         _aws_settings = None
@@ -586,9 +585,9 @@ def reset() -> None:
         indexer, _audit_indexer = _audit_indexer, None
         jobs, _jobs = _jobs, None
         keywords, _keywords = _keywords, None
+        publisher, _event_publisher = _event_publisher, None
     if jobs is not None:
         jobs.close()
-        publisher, _event_publisher = _event_publisher, None
     if service is not None:
         service.provider.close()
     if audit_trail is not None:

@@ -118,7 +118,7 @@ def test_an_intent_is_written_in_the_documented_format_and_reads_back_the_same()
         "action": "remove", "sender": SENDER, "channel": "http", "caller": "crm-sync@contoso.com",
         "callerId": "id-1", "callerVerified": True, "claimedCaller": "claimed", "claimedCallerId": "claimed-id",
         "correlationId": "corr-1", "traceId": "trace-1", "reason": "ticket 4711", "invalidInputs": 2,
-        "numbers": [NUMBER, "+14255550143"], "provider": "acs",
+        "numbers": [NUMBER, "+14255550143"], "provider": "acs", "endUser": False,
     }
     assert OperationIntent.from_json(orjson.loads(orjson.dumps(written))) == intent()
 
@@ -252,7 +252,7 @@ def test_a_history_record_in_the_api_has_every_field() -> None:
         "phoneNumber": NUMBER, "outcome": "failed", "upstreamStatus": 503, "errorCode": "AcsUnavailable",
         "optedOut": None, "caller": "crm", "callerId": None, "callerVerified": False, "claimedCaller": "someone",
         "claimedCallerId": None, "channel": "http", "correlationId": "corr-1", "traceId": "trace-1",
-        "reason": None, "provider": "aws", "details": {"endUserOptedOut": True},
+        "reason": None, "provider": "aws", "details": {"endUserOptedOut": True}, "endUser": False,
     }
     assert record(details=None).to_dict()["details"] is None
 

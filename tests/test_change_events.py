@@ -129,7 +129,7 @@ def test_an_event_is_cloudevents_json_with_a_deterministic_id() -> None:
         "subject": f"senders/{SENDER}", "time": "2026-12-01T09:30:00.123456Z", "datacontenttype": "application/json",
         "sequence": event.sequence,
         "data": {"sender": SENDER, "phoneNumber": NUMBER, "maskedPhoneNumber": "+1425***0142", "state": "optedOut",
-                 "optedOut": True, "action": "add", "channel": "http", "operationId": "a" * 32,
+                 "optedOut": True, "action": "add", "channel": "http", "endUser": False, "operationId": "a" * 32,
                  "occurredAt": "2026-12-01T09:30:00.123456Z", "completedAt": "2026-12-01T09:30:01.123456Z",
                  "correlationId": "corr-1", "provider": "acs"},
     }

@@ -314,7 +314,8 @@ def test_a_storage_failure_fails_the_event_and_the_retry_records_it_once(azurite
         assert keywords.handle(event).outcome == "recorded"
         assert keywords.handle(event).outcome == "recorded"  # and again: idempotent
         indexer = AuditIndexer(storage_for(**names, connection="KEYWORDS_TEST_STORAGE"), reconcile_delay=1)
-        assert set(drain_index(azurite, names["queue"], indexer)) == {"indexed"}
+        # The second delivery's outcome message finds the operation indexed already: once in the history.
+        assert set(drain_index(azurite, names["queue"], indexer)) <= {"indexed", "already-indexed"}
         rows = [e for e in entities(azurite, names["table"]) if e["PhoneNumber"] == data["from"]]
         assert len(rows) == 1 and rows[0]["EndUser"] is True and rows[0]["Channel"] == "keyword"
     finally:

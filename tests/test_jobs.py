@@ -61,6 +61,8 @@ def gateway(azurite: Azurite, acs: AcsEmulator) -> Iterator[LocalHost]:
         "OPTOUT_MAX_NUMBERS": "50",
         "OPTOUT_JOB_MAX_ROWS": "60000",
         "OPTOUT_AUDIT_RECONCILE_SECONDS": "3600",
+        # Change events are tested in test_change_events.py; here they would only add 50,000 queue writes.
+        "OPTOUT_EVENTS_SINKS": "none",
         "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
         "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.200",
     }

@@ -258,30 +258,23 @@ class _Handler(BaseHTTPRequestHandler):
             length, chunked = self._framing()
         except _BadFraming as bad:
             return self._refuse(bad.status)
-        has_body = chunked or length > 0
         url = urlsplit(self.path)
         method = self.command.upper()
         if self.server.event_grid and url.path.rstrip("/").lower() == EVENT_GRID_WEBHOOK_PATH:
             return self._serve_event_grid(self.server.event_grid, method, url.query, length, chunked)
         match = self.server.find(method, url.path)
         if match is None:
-            return self._refuse(404, length, chunked) if has_body else self._answer(404)
+            return self._refuse_unread(404, length, chunked)
         function, route_params = match
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         key = self.headers.get("x-functions-key") or params.get("code")
         if not self.server.authorized(function, key):
-            return self._refuse(401, length, chunked) if has_body else self._answer(401)
+            return self._refuse_unread(401, length, chunked)
         if length > self.server.max_body_bytes:
             return self._refuse(413)
-        if self._expect_continue and has_body:
-            self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self._reader.deadline = time.monotonic() + self.server.limits.body_timeout
-        try:
-            body = self._read_chunked() if chunked else self._read_exactly(length)
-        except TimeoutError:
-            return self._refuse(408)
-        except _BadFraming as bad:
-            return self._refuse(bad.status)
+        body = self._read_body(length, chunked)
+        if body is None:
+            return None
         host = self.headers.get("Host") or f"127.0.0.1:{self.server.server_address[1]}"
         request = func.HttpRequest(
             method=method,
@@ -304,24 +297,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_event_grid(self, webhook: EventGridWebhook, method: str, query: str, length: int,
                           chunked: bool) -> None:
-        has_body = chunked or length > 0
         params = dict(parse_qsl(query, keep_blank_values=True))
         function = webhook.find(params.get("functionName"))
         if function is None:
-            return self._refuse(404, length, chunked) if has_body else self._answer(404)
+            return self._refuse_unread(404, length, chunked)
         if not self.server.authorized_system(self.headers.get("x-functions-key") or params.get("code")):
-            return self._refuse(401, length, chunked) if has_body else self._answer(401)
+            return self._refuse_unread(401, length, chunked)
         if length > MAX_EVENT_GRID_BODY_BYTES:
             return self._refuse(413)
-        if self._expect_continue and has_body:
-            self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self._reader.deadline = time.monotonic() + self.server.limits.body_timeout
-        try:
-            body = self._read_chunked() if chunked else self._read_exactly(length)
-        except TimeoutError:
-            return self._refuse(408)
-        except _BadFraming as bad:
-            return self._refuse(bad.status)
+        body = self._read_body(length, chunked)
+        if body is None:
+            return None
         if len(body) > MAX_EVENT_GRID_BODY_BYTES:
             return self._answer(413)
         _logger.debug("%s -> event grid webhook of %s", method, function.name)
@@ -415,6 +401,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)
+
+    def _read_body(self, length: int, chunked: bool) -> bytes | None:
+        """The body, once the request may be served; None when its failure (408, bad framing) was answered."""
+        if self._expect_continue and (chunked or length > 0):
+            self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._reader.deadline = time.monotonic() + self.server.limits.body_timeout
+        try:
+            return self._read_chunked() if chunked else self._read_exactly(length)
+        except TimeoutError:
+            self._refuse(408)
+        except _BadFraming as bad:
+            self._refuse(bad.status)
+        return None
+
+    def _refuse_unread(self, status: int, length: int, chunked: bool) -> None:
+        """Refused before the body was read: a request with none keeps its connection as any other."""
+        if chunked or length > 0:
+            self._refuse(status, length, chunked)
+        else:
+            self._answer(status)
 
     def _refuse(self, status: int, length: int = 0, chunked: bool = False) -> None:
         """Answer without reading the body; then drop a small one to keep the connection, or

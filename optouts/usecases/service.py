@@ -81,9 +81,12 @@ class OptOutService:
         normalized: list[NormalizationResult] = []
         trail = self._audit_trail
         audited = audit is not None and trail is not None and trail.audits(command.action.value)
+        # A trail that does not write (OPTOUT_AUDIT_WRITES=false, no storage) still answers with its
+        # receipt, but must not cost the operation a pass over every number before the first chunk.
+        journalled = audited and trail is not None and trail.enabled
         intent: OperationIntent | None = None
         valid_numbers: Iterator[str] | list[str]
-        if audited:
+        if journalled:
             assert trail is not None and audit is not None  # nosec B101 - narrows types
             # Write-ahead: every number is normalized and journalled before any reaches the provider.
             valid_numbers = list(_normalize_streaming(command, normalized))
@@ -102,11 +105,14 @@ class OptOutService:
         report = OperationReport(command.action, command.sender, _merge(command, normalized, upstream))
         self._log(report)
         telemetry.record_numbers(command.action.value, report.summary)
-        if audited:
+        if journalled:
             assert trail is not None  # nosec B101 - narrows types
             answered = time.monotonic()
             report = replace(report, audit=trail.finish(intent, _outcomes(report)))
             telemetry.record_audit_lag(time.monotonic() - answered)
+        elif audited:
+            assert trail is not None  # nosec B101 - narrows types
+            report = replace(report, audit=trail.finish(None, {}))
         return report
 
     def _call_provider(self, command: OptOutCommand, numbers: Iterator[str] | list[str],

@@ -13,6 +13,7 @@ from optouts.audit.callers import AuditContext
 from optouts.audit.trail import AuditReceipt, AuditTrail
 from optouts.domain.commands import OptOutCommand
 from optouts.domain.operations import Operation
+from optouts.domain.phone import normalize
 from optouts.providers.base import RecipientOutcome, RecipientResult
 from optouts.usecases import service as service_module
 from optouts.usecases.service import OptOutService
@@ -64,11 +65,9 @@ class _RecordingProvider:
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
-    original = service_module.normalize
-
     def counting(raw: str, region: str | None) -> Any:
         seen.append(raw)
-        return original(raw, region)
+        return normalize(raw, region)
 
     monkeypatch.setattr(service_module, "normalize", counting)
     return seen

@@ -368,3 +368,17 @@ def test_each_listing_failure_is_its_own_problem(error: ProviderError, expected:
     if detail is not None:
         assert problem.detail == detail
     assert problem.retry_after == {"AwsThrottled": 7.0, "AwsUnavailable": 30, "CredentialsUnavailable": 30}.get(code)
+
+
+def test_a_listing_refused_for_credentials_logs_the_upstream_text_on_one_bounded_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    listing = ListingFake(error=ProviderAuthenticationError("denied\r\nFORGED admin login ok " + "y" * 500))
+    caplog.set_level(logging.ERROR, logger="optouts.usecases.service")
+    try:
+        with pytest.raises(Problem):
+            OptOutService(listing).list_opt_outs(SENDER, page_size=10, next_token=None)
+    finally:
+        listing.close()
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "optouts.usecases.service"]
+    assert "\n" not in message and "\r" not in message
+    assert "denied\\r\\nFORGED" in message and message.endswith("…")

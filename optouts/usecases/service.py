@@ -161,7 +161,8 @@ class OptOutService:
                           "continuationToken must be passed exactly as the previous page's nextLink gave it",
                           errors={"continuationToken": ["is not a token this list gave"]}) from None
         except ProviderAuthenticationError as error:
-            _logger.error("%s rejected the gateway's credentials for a listing: %s", error.upstream, error)
+            _logger.error("%s rejected the gateway's credentials for a listing: %s", error.where or error.upstream,
+                          log_safe(error, 400))
             raise Problem(502, error.code, "Upstream authentication failed",
                           f"{error.upstream} rejected the gateway's credentials; an operator must check the "
                           "configuration") from None

@@ -318,3 +318,39 @@ def test_router_closes_every_provider_even_when_one_fails() -> None:
     with pytest.raises(RuntimeError):
         ProviderRouter(broken, {"+18005550111": other}).close()
     assert other.closed
+
+
+def test_closing_the_fan_out_mid_operation_ends_it_with_every_number_answered() -> None:
+    """close() (the host stopping) cancels queued chunks: their slots must come back, or the
+    operation's next submit waits forever, and their numbers must be answered as not sent."""
+    started = threading.Event()
+
+    def slow(operation: Operation, sender: str, chunk: list[str], deadline: float) -> ChunkAnswer:
+        started.set()
+        time.sleep(0.3)
+        return ChunkAnswer(results={to: RecipientResult(to, RecipientOutcome.SUCCEEDED, 200) for to in chunk})
+
+    fanout = FanOut(slow, chunk_size=1, max_concurrency=2, pool_size=1, retry_rounds=0,
+                    all_failed=lambda failures: ProviderUnavailableError("all failed"))
+    numbers = [f"+1425555{n:04d}" for n in range(6)]
+    outcome: list[object] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(_run_catching(fanout, numbers)), daemon=True)
+    worker.start()
+    assert started.wait(5)
+    fanout.close()
+    worker.join(10)
+    assert not worker.is_alive(), "the operation hung after close()"
+    (results,) = outcome
+    assert isinstance(results, list), results
+    assert [r.to for r in results] == numbers
+    assert results[0].outcome is RecipientOutcome.SUCCEEDED
+    not_sent = [r for r in results[1:] if r.outcome is RecipientOutcome.FAILED]
+    assert not_sent and all("shutting down" in (r.error_message or "") for r in not_sent)
+
+
+def _run_catching(fanout: FanOut, numbers: list[str]) -> object:
+    try:
+        return fanout.run(Operation.REMOVE, "+18005550100", iter(numbers), deadline=time.monotonic() + 30)
+    except Exception as error:  # the test asserts on what came out
+        return error

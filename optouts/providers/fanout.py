@@ -180,7 +180,7 @@ class _ChunkBatch:
         self._answers = answers
         # Made with the first pooled chunk: an operation of one chunk never needs them.
         self._slots: threading.BoundedSemaphore | None = None
-        self._futures: list[Future[ChunkAnswer]] = []
+        self._futures: list[tuple[Future[ChunkAnswer], list[str]]] = []
         self._sent_inline: list[ChunkAnswer | Exception] = []
         # Set from a pool thread; read without a lock because a stale read costs at most
         # one more chunk, which fails the same way.
@@ -195,13 +195,22 @@ class _ChunkBatch:
         if self._slots is not None:
             self._slots.acquire()
         if self._stopped:
+            # After a chunk's failure wait() raises it; after close() the chunk is answered as not sent.
             self._release_slot()
+            self._sent_inline.append(_not_sent(chunk))
             return
         send = self._fanout._send
         if not inline:
-            future = self._fanout._executor.submit(send, self._operation, self._sender, chunk, self._deadline)
+            try:
+                future = self._fanout._executor.submit(send, self._operation, self._sender, chunk, self._deadline)
+            except RuntimeError:
+                # The fan-out was closed (the host is stopping): the chunk is reported as not sent.
+                self._stopped = True
+                self._release_slot()
+                self._sent_inline.append(_not_sent(chunk))
+                return
             future.add_done_callback(self._pooled_chunk_done)
-            self._futures.append(future)
+            self._futures.append((future, chunk))
             return
         try:
             self._sent_inline.append(send(self._operation, self._sender, chunk, self._deadline))
@@ -211,10 +220,14 @@ class _ChunkBatch:
             self._release_slot()
 
     def _pooled_chunk_done(self, future: Future[ChunkAnswer]) -> None:
-        if future.exception() is not None:
-            # An authentication or bad-request failure will hit every chunk alike.
-            self._stopped = True
-        self._release_slot()
+        try:
+            # Cancelled: close() is stopping the pool. A failure: an authentication or bad-request
+            # failure will hit every chunk alike. Either way no more chunks are sent.
+            if future.cancelled() or future.exception() is not None:
+                self._stopped = True
+        finally:
+            # Always: a slot kept by a cancelled chunk would block the operation's next submit forever.
+            self._release_slot()
 
     def _release_slot(self) -> None:
         if self._slots is not None:
@@ -225,7 +238,8 @@ class _ChunkBatch:
         first_error: BaseException | None = None
         transient: list[ChunkAnswer] = []
         any_answered = False
-        outcomes = [future.exception() or future.result() for future in self._futures] + self._sent_inline
+        outcomes = [_not_sent(chunk) if future.cancelled() else future.exception() or future.result()
+                    for future, chunk in self._futures] + self._sent_inline
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 first_error = first_error or outcome
@@ -240,3 +254,8 @@ class _ChunkBatch:
             raise first_error
         if raise_when_nothing_answered and transient and not any_answered:
             raise self._fanout._all_failed(transient)
+
+
+def _not_sent(chunk: list[str]) -> ChunkAnswer:
+    return ChunkAnswer.whole_call_failure(chunk, status_code=None, retry_after=None,
+                                          message="not sent: the gateway is shutting down", error_code=None)

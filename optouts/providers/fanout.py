@@ -195,9 +195,7 @@ class _ChunkBatch:
         if self._slots is not None:
             self._slots.acquire()
         if self._stopped:
-            # After a chunk's failure wait() raises it; after close() the chunk is answered as not sent.
-            self._release_slot()
-            self._sent_inline.append(_not_sent(chunk))
+            self._skip(chunk)
             return
         send = self._fanout._send
         if not inline:
@@ -206,8 +204,7 @@ class _ChunkBatch:
             except RuntimeError:
                 # The fan-out was closed (the host is stopping): the chunk is reported as not sent.
                 self._stopped = True
-                self._release_slot()
-                self._sent_inline.append(_not_sent(chunk))
+                self._skip(chunk)
                 return
             future.add_done_callback(self._pooled_chunk_done)
             self._futures.append((future, chunk))
@@ -218,6 +215,11 @@ class _ChunkBatch:
             self._sent_inline.append(error)
         finally:
             self._release_slot()
+
+    def _skip(self, chunk: list[str]) -> None:
+        # After a chunk's failure wait() raises it; after close() the chunk is answered as not sent.
+        self._release_slot()
+        self._sent_inline.append(_not_sent(chunk))
 
     def _pooled_chunk_done(self, future: Future[ChunkAnswer]) -> None:
         try:
